@@ -1,0 +1,167 @@
+"""Runs a Plan: enters each paging mode once, opens each guest once per mode, runs the trials.
+
+Every resource is entered on one ExitStack per level, so an exception, Ctrl-C or SIGTERM
+(turned into an exception by the CLI) unwinds guests first, then the paging mode. Each trial's
+record is appended to the journal the moment it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+from orchestrator import workloads
+from orchestrator.errors import OrchestratorError
+from orchestrator.plan import Cell, GuestGroup, Plan, Point, cells_of
+from orchestrator.proc import CommandError
+from orchestrator.results import EventCount, Journal, Outcome, TrialRecord
+from orchestrator.suite import RequestedMode, Suite
+from orchestrator.targets import Backend, ModeState, Target
+
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """What the executor tells the user; the CLI picks a terminal or a plain-log flavour."""
+
+    def start(self, total: int) -> None:
+        log.info("%d trials to run", total)
+
+    def trial_done(self, record: TrialRecord) -> None:
+        reason = f" ({record.reason})" if record.reason else ""
+        # a skipped group was announced once by note(); one line per skipped trial is noise
+        level = logging.DEBUG if record.outcome is Outcome.SKIPPED else logging.INFO
+        log.log(level, "%s/%s %s trial %d: %s%s", record.paging_mode, record.guest, record.workload,
+                 record.trial, record.outcome.value, reason)
+
+    def note(self, text: str) -> None:
+        log.warning("%s", text)
+
+    def close(self) -> None:
+        pass
+
+
+class TraceWindow:
+    """Events counted around one trial; `counts` is read after the window closes."""
+
+    def __init__(self) -> None:
+        self.counts: tuple[EventCount, ...] = ()
+
+
+Tracer = Callable[[Target, Point], AbstractContextManager[TraceWindow]]
+
+
+@contextmanager
+def no_tracing(target: Target, point: Point) -> Iterator[TraceWindow]:
+    yield TraceWindow()
+
+
+@dataclass
+class Selection:
+    """Which trials to run: all (fresh run), all but the done ones (resume), or some (rerun)."""
+
+    skip: set[tuple[str, int]] = field(default_factory=set)
+    only: set[tuple[str, int]] | None = None
+    attempts: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def wants(self, cell: Cell) -> bool:
+        if cell.key in self.skip:
+            return False
+        return self.only is None or cell.key in self.only
+
+    def attempt(self, cell: Cell) -> int:
+        return self.attempts.get(cell.key, 0) + 1
+
+
+@dataclass
+class Executor:
+    suite: Suite
+    plan: Plan
+    backend: Backend
+    journal: Journal
+    progress: Progress
+    selection: Selection = field(default_factory=Selection)
+    tracer: Tracer = no_tracing
+
+    def run(self) -> None:
+        self.progress.start(sum(1 for c in self.plan.cells() if self.selection.wants(c)))
+        for mode in self.plan.modes:
+            groups = [g for g in self.plan.groups if g.mode is mode and self._wanted(g)]
+            if groups:
+                self._run_mode(mode, groups)
+
+    def _wanted(self, group: GuestGroup) -> bool:
+        return any(self.selection.wants(c) for p in group.points for c in cells_of(p))
+
+    def _run_mode(self, mode: RequestedMode, groups: list[GuestGroup]) -> None:
+        with ExitStack() as stack:
+            try:
+                state = stack.enter_context(self.backend.enter_mode(mode))
+            except OrchestratorError as exc:
+                self.progress.note(f"paging mode {mode.value}: {exc.one_line()}")
+                for group in groups:
+                    self._record_all(group, None, Outcome.SKIPPED, exc.one_line())
+                return
+            for group in groups:
+                self._run_guest(state, group)
+
+    def _run_guest(self, state: ModeState, group: GuestGroup) -> None:
+        with ExitStack() as stack:
+            try:
+                target = stack.enter_context(self.backend.open_target(state, group.guest))
+            except OrchestratorError as exc:
+                self.progress.note(f"guest {group.guest} ({state.verified}): {exc.one_line()}")
+                self._record_all(group, state, Outcome.ERROR, exc.one_line())
+                return
+            for point in group.points:
+                self._run_point(state, target, point)
+
+    def _run_point(self, state: ModeState, target: Target, point: Point) -> None:
+        for cell in cells_of(point):
+            if self.selection.wants(cell):
+                self._record(self._run_trial(state, target, cell))
+
+    def _run_trial(self, state: ModeState, target: Target, cell: Cell) -> TrialRecord:
+        point = cell.point
+        workload = next(w for w in self.suite.workloads if w.name == point.workload)
+        timeout = workload.timeout or self.suite.timeouts.trial
+        argv = workloads.command(point.kind, point.param_dict, target.bin_dir)
+        started = time.time()
+        window = TraceWindow()
+        try:
+            with self.tracer(target, point) as window:
+                done = target.run(argv, timeout=timeout)
+            parsed = workloads.parse(point.kind, done)
+        except CommandError as exc:
+            what = "timed out" if exc.timed_out else "could not run"
+            parsed = workloads.ParsedTrial(Outcome.ERROR, f"{what}: {exc.one_line()}")
+        return self._trial_record(state, cell, parsed, window.counts, started)
+
+    def _trial_record(self, state: ModeState, cell: Cell, parsed: workloads.ParsedTrial,
+                      events: tuple[EventCount, ...], started: float) -> TrialRecord:
+        point = cell.point
+        return TrialRecord(
+            cell_id=point.cell_id, trial=cell.trial, warmup=cell.warmup,
+            paging_requested=point.mode.value, paging_mode=state.verified, accel=state.accel,
+            guest=point.guest, workload=point.workload, kind=point.kind,
+            params=point.param_dict, outcome=parsed.outcome, reason=parsed.reason,
+            metrics=parsed.metrics, events=events, info=parsed.info, started_at=started,
+            duration_s=time.time() - started, attempt=self.selection.attempt(cell),
+        )
+
+    def _record_all(self, group: GuestGroup, state: ModeState | None, outcome: Outcome,
+                    reason: str) -> None:
+        """Every wanted trial of a group that could not run gets a row saying why."""
+        mode = state or ModeState(group.mode, "unavailable", "none", {})
+        for point in group.points:
+            for cell in cells_of(point):
+                if self.selection.wants(cell):
+                    parsed = workloads.ParsedTrial(outcome, reason)
+                    self._record(self._trial_record(mode, cell, parsed, (), time.time()))
+
+    def _record(self, record: TrialRecord) -> None:
+        self.journal.append(record)
+        self.progress.trial_done(record)

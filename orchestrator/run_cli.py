@@ -1,0 +1,81 @@
+"""`orchestrate run`: fresh runs, --resume, --rerun-failed and --replay."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from orchestrator import host_facts, runner
+from orchestrator.backends import lab_host_backend
+from orchestrator.errors import BadInput
+from orchestrator.progress import make_progress
+from orchestrator.results import resolve_run
+from orchestrator.suite_file import LoadedSuite, load_suite
+
+
+def default_results_root() -> Path:
+    return Path(os.environ.get("ORCH_RESULTS", "results"))
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser("run", help="run a suite and record every trial")
+    run.add_argument("suite", type=Path, nargs="?", help="the suite file (not with --replay)")
+    run.add_argument("--results-dir", type=Path, default=None,
+                     help="where run directories go (default: ./results or $ORCH_RESULTS)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue a run, skipping trials already recorded")
+    again.add_argument("--rerun-failed", type=Path, metavar="RUN_DIR",
+                       help="re-run only the trials of a run that failed or errored")
+    again.add_argument("--replay", type=Path, metavar="RUN_DIR",
+                       help="run the exact suite of an earlier run again, as a new run")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    existing: Path | None = args.resume or args.rerun_failed
+    if existing is not None:
+        run_dir = resolve_run(existing)
+        loaded = _suite_for_existing(args.suite, run_dir)
+        req = _request(loaded, run_dir.parent)
+        outcome = runner.resume_run(req, run_dir, only_failed=args.rerun_failed is not None)
+    else:
+        loaded = _suite_for_new(args)
+        req = _request(loaded, args.results_dir or default_results_root())
+        outcome = runner.start_run(req)
+    _print_summary(outcome)
+    return outcome.exit_code
+
+
+def _suite_for_new(args: argparse.Namespace) -> LoadedSuite:
+    if args.replay is not None:
+        if args.suite is not None:
+            raise BadInput("give either a suite or --replay RUN_DIR, not both",
+                           hint="--replay takes the suite stored in the run's manifest")
+        return runner.suite_of_run(resolve_run(args.replay))
+    if args.suite is None:
+        raise BadInput("no suite given", hint="orchestrate run SUITE.yaml")
+    return load_suite(args.suite)
+
+
+def _suite_for_existing(suite: Path | None, run_dir: Path) -> LoadedSuite:
+    stored = runner.suite_of_run(run_dir)
+    if suite is not None and load_suite(suite).sha256 != stored.sha256:
+        raise BadInput(f"{suite} differs from the suite {run_dir.name} was started with",
+                       hint="resume without naming the suite, or start a new run")
+    return stored
+
+
+def _request(loaded: LoadedSuite, root: Path) -> runner.RunRequest:
+    return runner.RunRequest(
+        loaded=loaded, results_root=root, backend_factory=lab_host_backend,
+        progress=make_progress(), host_facts=host_facts.collect,
+    )
+
+
+def _print_summary(outcome: runner.RunOutcome) -> None:
+    parts = ", ".join(f"{n} {name}" for name, n in sorted(outcome.counts.items()))
+    print(f"run {outcome.run_dir.name}: {parts or 'no trials'}")
+    print(f"results: {outcome.run_dir}")

@@ -1,0 +1,174 @@
+"""A run from start to end: run directory, manifest, executor, tables, status, exit code.
+
+Fresh runs, `--resume`, `--rerun-failed` and `--replay` all come through here; they differ
+only in which directory they write to and which trials they select.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator import provenance, results
+from orchestrator.errors import BadInput, ExitCode, HarnessError, OrchestratorError
+from orchestrator.execute import Executor, Progress, Selection, Tracer, no_tracing
+from orchestrator.plan import Plan, make_plan
+from orchestrator.results import Journal, Outcome
+from orchestrator.suite_file import LoadedSuite, parse_suite
+from orchestrator.targets import Backend
+
+BackendFactory = Callable[[LoadedSuite, Path], Backend]
+FactsProvider = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_dir: Path
+    counts: dict[str, int]  # trials per outcome (latest attempts)
+    status: str
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.counts.get(Outcome.ERROR.value):
+            return ExitCode.HARNESS_BROKE
+        if self.counts.get(Outcome.FAILED.value):
+            return ExitCode.TRIALS_FAILED
+        return ExitCode.OK
+
+
+@dataclass
+class RunRequest:
+    loaded: LoadedSuite
+    results_root: Path
+    backend_factory: BackendFactory
+    progress: Progress
+    host_facts: FactsProvider
+    tracer: Tracer = no_tracing
+    argv: tuple[str, ...] = tuple(sys.argv)
+
+
+def start_run(req: RunRequest) -> RunOutcome:
+    req.results_root.mkdir(parents=True, exist_ok=True)
+    run_dir = results.new_run_dir(req.results_root, req.loaded.suite.name)
+    plan = make_plan(req.loaded.suite)
+    results.write_json_atomic(run_dir / results.MANIFEST, _manifest(req, run_dir, plan))
+    results.update_latest(req.results_root, run_dir)
+    return _execute(req, run_dir, plan, Selection())
+
+
+def resume_run(req: RunRequest, run_dir: Path, *, only_failed: bool) -> RunOutcome:
+    """Continue a run: skip what is recorded, or (only_failed) re-run what failed or errored."""
+    plan = make_plan(req.loaded.suite)
+    last = results.latest_attempts(run_dir)
+    attempts = {key: rec["attempt"] for key, rec in last.items()}
+    if only_failed:
+        bad = {k for k, r in last.items() if r["outcome"] in (Outcome.FAILED, Outcome.ERROR)}
+        selection = Selection(only=bad, attempts=attempts)
+    else:
+        selection = Selection(skip=set(last), attempts=attempts)
+    manifest = results.read_manifest(run_dir)
+    manifest.setdefault("resumed", []).append(
+        {"at": _now(), "argv": list(req.argv), "only_failed": only_failed})
+    manifest["status"] = "running"
+    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+    return _execute(req, run_dir, plan, selection)
+
+
+def suite_of_run(run_dir: Path) -> LoadedSuite:
+    """The suite exactly as the run used it (stored verbatim), for resume and replay."""
+    manifest = results.read_manifest(run_dir)
+    text = manifest.get("suite_text")
+    if not isinstance(text, str):
+        raise BadInput(f"{run_dir}: its manifest holds no suite text",
+                       hint="this run was written by another tool")
+    return parse_suite(text, Path(manifest.get("suite_path", "suite.yaml")))
+
+
+def _execute(req: RunRequest, run_dir: Path, plan: Plan, selection: Selection) -> RunOutcome:
+    status = "error"
+    try:
+        with Journal(run_dir) as journal, _closing(req.progress):
+            backend = req.backend_factory(req.loaded, run_dir)
+            Executor(req.loaded.suite, plan, backend, journal, req.progress, selection,
+                     req.tracer).run()
+        status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except OrchestratorError:
+        raise
+    except Exception as exc:  # a bug: keep the traceback with the run, tell the user one line
+        saved = run_dir / "logs" / "traceback.txt"
+        saved.write_text(traceback.format_exc())
+        raise HarnessError(f"internal error: {exc!r}", hint=f"traceback in {saved}") from exc
+    finally:
+        _finish(run_dir, status)
+    counts = outcome_counts(run_dir)
+    return RunOutcome(run_dir, counts, status)
+
+
+@contextmanager
+def _closing(progress: Progress) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        progress.close()
+
+
+def _finish(run_dir: Path, status: str) -> None:
+    """Tables and status are written on every exit path: measured trials are never lost."""
+    results.finalize_tables(run_dir)
+    manifest = results.read_manifest(run_dir)
+    manifest.update(status=status, ended_at=_now(), outcomes=outcome_counts(run_dir))
+    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+
+
+def outcome_counts(run_dir: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rec in results.latest_attempts(run_dir).values():
+        counts[rec["outcome"]] = counts.get(rec["outcome"], 0) + 1
+    return counts
+
+
+def _manifest(req: RunRequest, run_dir: Path, plan: Plan) -> dict[str, Any]:
+    loaded = req.loaded
+    return {
+        "run_id": run_dir.name,
+        "suite_name": loaded.suite.name,
+        "suite_path": str(loaded.path),
+        "suite_hash": loaded.sha256,
+        "suite_text": loaded.text,
+        "suite": loaded.resolved(),
+        "argv": list(req.argv),
+        "git_rev": provenance.git_revision(),
+        "tools": provenance.tool_versions(),
+        "host": req.host_facts(),
+        "started_at": _now(),
+        "status": "running",
+        "plan": plan.counts(),
+        "param_columns": param_columns(plan),
+    }
+
+
+def param_columns(plan: Plan) -> dict[str, str]:
+    """Each workload parameter's column type; an int/float mix widens to float."""
+    kinds: dict[str, str] = {}
+    for point in plan.points:
+        for name, value in point.params:
+            kind = type(value).__name__
+            if kinds.get(name) in ("int", "float") and kind in ("int", "float"):
+                kind = "float" if "float" in (kinds[name], kind) else "int"
+            elif name in kinds and kinds[name] != kind:
+                kind = "str"
+            kinds[name] = kind
+    return kinds
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

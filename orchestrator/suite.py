@@ -1,0 +1,283 @@
+"""The suite file: typed, frozen pydantic models, validated once at the edge.
+
+Every workload parameter may be a scalar or a list; a list is swept. After validation every
+parameter is a non-empty tuple of distinct values, so the planner never sees a bare scalar.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.units import parse_duration, parse_size
+
+T = TypeVar("T")
+
+NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+class RequestedMode(StrEnum):
+    """The paging mode a suite asks for (what a row finally carries is verified separately)."""
+
+    NATIVE = "native"  # on the lab host itself, no virtualization
+    TDP = "tdp"  # two-dimensional paging: Intel EPT / AMD NPT, TDP MMU
+    SHADOW = "shadow"  # KVM's shadow MMU (ept=0 / npt=0)
+    TDP_LEGACY = "tdp-legacy"  # TDP with kvm.tdp_mmu=0 (the legacy MMU walking the TDP tables)
+
+
+class AccelChoice(StrEnum):
+    AUTO = "auto"  # KVM where usable, else TCG with a loud label and warning
+    KVM = "kvm"  # refuse to run guests without KVM
+    TCG = "tcg"  # always TCG (functional checks; timings are not comparable)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _nonempty_distinct(values: tuple[T, ...]) -> tuple[T, ...]:
+    if not values:
+        raise ValueError("an empty sweep runs nothing: give at least one value")
+    if len(set(values)) != len(values):
+        raise ValueError(f"the sweep repeats a value: {list(values)}")
+    return values
+
+
+# A sweepable parameter: a scalar or a list of distinct values, stored as a tuple.
+Sweep = Annotated[tuple[T, ...], BeforeValidator(_as_list), AfterValidator(_nonempty_distinct)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+# ---- workload parameters, one model per guest-workload binary -------------------------------
+
+
+class ForkDirtyParams(Frozen):
+    pages: Sweep[PosInt]
+    ptes_per_table: Sweep[Annotated[int, Field(ge=1, le=512)]] = (512,)
+    cow: Sweep[bool] = (False,)
+
+
+class MprotectParams(Frozen):
+    pages: Sweep[PosInt]
+    range_pages: Sweep[NonNegInt] = (0,)  # 0 = the whole region
+    iterations: Sweep[PosInt] = (100,)
+
+
+class HugepageBacking(StrEnum):
+    HUGETLB_2M = "hugetlb-2m"
+    HUGETLB_1G = "hugetlb-1g"
+    THP = "thp"
+    SMALL = "small"
+
+
+class HugepageParams(Frozen):
+    size: Sweep[Size]
+    backing: Sweep[HugepageBacking] = (HugepageBacking.HUGETLB_2M,)
+
+
+class FaultParams(Frozen):
+    pages: Sweep[PosInt]
+    backing: Sweep[Literal["anon", "file"]] = ("anon",)
+    cache: Sweep[Literal["warm", "cold"]] = ("warm",)
+    order: Sweep[Literal["seq", "random"]] = ("seq",)
+    populate: Sweep[
+        Literal["none", "map-populate", "madv-populate-write", "madv-willneed"]
+    ] = ("none",)
+    seed: Sweep[NonNegInt] = (1,)
+
+
+class DirtierParams(Frozen):
+    pages: Sweep[PosInt]
+    rate: Sweep[NonNegInt] = (0,)  # pages per second; 0 = flat out
+    duration: Sweep[Seconds] = (5.0,)
+    interval: Sweep[Seconds] = (1.0,)
+
+
+class NoopParams(Frozen):
+    pass
+
+
+class StressNgParams(Frozen):
+    stressor: Sweep[Literal["fork", "forkheavy", "fault", "mprotect", "mmaphuge", "vm", "mmap"]]
+    workers: Sweep[PosInt] = (1,)
+    ops: Sweep[PosInt] = (1000,)  # bogo operations per worker: fixed work, not fixed time
+
+
+class WorkloadBase(Frozen):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    trials: PosInt = 5
+    warmup: NonNegInt = 1
+    trace: TraceSpec | None = None  # overrides the suite's event sets for this workload
+    timeout: Seconds | None = None  # overrides timeouts.trial
+
+
+class ForkDirty(WorkloadBase):
+    kind: Literal["fork-dirty"]
+    params: ForkDirtyParams
+
+
+class Mprotect(WorkloadBase):
+    kind: Literal["mprotect"]
+    params: MprotectParams
+
+
+class Hugepage(WorkloadBase):
+    kind: Literal["hugepage"]
+    params: HugepageParams
+
+
+class Fault(WorkloadBase):
+    kind: Literal["fault"]
+    params: FaultParams
+
+
+class Dirtier(WorkloadBase):
+    kind: Literal["dirtier"]
+    params: DirtierParams
+
+
+class Noop(WorkloadBase):
+    kind: Literal["noop"]
+    params: NoopParams = NoopParams()
+
+
+class StressNg(WorkloadBase):
+    kind: Literal["stress-ng"]
+    params: StressNgParams
+
+
+Workload = Annotated[
+    ForkDirty | Mprotect | Hugepage | Fault | Dirtier | Noop | StressNg,
+    Field(discriminator="kind"),
+]
+WORKLOAD_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop", "stress-ng")
+
+
+# ---- guests, tracing, timeouts, host preparation ---------------------------------------------
+
+
+class GuestHugepages(StrEnum):
+    NONE = "none"
+    H2M = "2M"
+    H1G = "1G"
+
+
+class Guest(Frozen):
+    image: Annotated[str, Field(min_length=1)] = "mini"
+    vcpus: Annotated[int, Field(ge=1, le=256)] = 1
+    memory: Size = 1 << 30
+    hugepages: GuestHugepages = GuestHugepages.NONE
+    cmdline: str = ""
+    cpu_pins: tuple[NonNegInt, ...] | None = None  # host CPUs for vCPU i = cpu_pins[i]
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_sane(cls, value: int) -> int:
+        if value < 128 << 20 or value % (1 << 20):
+            raise ValueError("guest memory must be a whole number of MiB and at least 128MiB")
+        return value
+
+    @model_validator(mode="after")
+    def _pins_match_vcpus(self) -> Guest:
+        if self.cpu_pins is not None and len(self.cpu_pins) != self.vcpus:
+            raise ValueError(f"cpu_pins names {len(self.cpu_pins)} CPUs for {self.vcpus} vCPUs")
+        return self
+
+
+EVENT_RE = re.compile(r"^[A-Za-z0-9_*?-]+(:[A-Za-z0-9_*?-]+)?$")
+
+
+def _event_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    for name in values:
+        if not EVENT_RE.match(name):
+            raise ValueError(f"{name!r} is not an event name like 'kvm:kvm_exit' or 'kvmmmu:*'")
+    if len(set(values)) != len(values):
+        raise ValueError("an event is listed twice")
+    return values
+
+
+EventList = Annotated[tuple[str, ...], AfterValidator(_event_names)]
+
+
+class TraceSpec(Frozen):
+    host: EventList = ()
+    guest: EventList = ()
+
+
+class Timeouts(Frozen):
+    boot: Seconds = 300.0
+    trial: Seconds = 120.0
+
+
+class ThpMode(StrEnum):
+    ALWAYS = "always"
+    MADVISE = "madvise"
+    NEVER = "never"
+
+
+class HostPrep(Frozen):
+    """Conditions to measure under. Recorded always; applied (and undone) only if apply=true."""
+
+    apply: bool = False
+    thp: ThpMode | None = None
+    hugepages_2m: NonNegInt | None = None
+    governor: str | None = None
+
+
+class Suite(Frozen):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    description: str = ""
+    paging: Annotated[tuple[RequestedMode, ...], AfterValidator(_nonempty_distinct)]
+    accel: AccelChoice = AccelChoice.AUTO
+    guests: dict[Annotated[str, Field(pattern=NAME_RE)], Guest] = {}
+    workloads: tuple[Workload, ...]
+    trace: TraceSpec = TraceSpec()
+    timeouts: Timeouts = Timeouts()
+    host_prep: HostPrep = HostPrep()
+
+    @field_validator("workloads")
+    @classmethod
+    def _unique_workload_names(cls, workloads: tuple[WorkloadBase, ...]) -> tuple[Any, ...]:
+        # checked here, not with min_length, so a bad item does not also report "empty"
+        if not workloads:
+            raise ValueError("no workloads: a suite needs at least one")
+        seen: set[str] = set()
+        for workload in workloads:
+            if workload.name in seen:
+                raise ValueError(f"two workloads are named {workload.name!r}")
+            seen.add(workload.name)
+        return workloads
+
+    @model_validator(mode="after")
+    def _guests_for_virtual_modes(self) -> Suite:
+        virtual = [m for m in self.paging if m is not RequestedMode.NATIVE]
+        if virtual and not self.guests:
+            raise ValueError(
+                f"paging modes {[m.value for m in virtual]} run in guests, but no guests are "
+                "defined (add e.g. `guests: {small: {image: mini}}`)"
+            )
+        return self
+
+
+WorkloadBase.model_rebuild()
+for _model in (ForkDirty, Mprotect, Hugepage, Fault, Dirtier, Noop, StressNg):
+    _model.model_rebuild()
+Suite.model_rebuild()
