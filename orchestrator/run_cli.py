@@ -14,6 +14,8 @@ from orchestrator.progress import make_progress
 from orchestrator.results import resolve_run
 from orchestrator.suite_file import LoadedSuite, load_suite
 
+DEFAULT_SUITE = Path(__file__).with_name("default_suite.yaml")
+
 
 def default_results_root() -> Path:
     return Path(os.environ.get("ORCH_RESULTS", "results"))
@@ -21,7 +23,8 @@ def default_results_root() -> Path:
 
 def add_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="run a suite and record every trial")
-    run.add_argument("suite", type=Path, nargs="?", help="the suite file (not with --replay)")
+    run.add_argument("suite", type=Path, nargs="?",
+                     help="the suite file (default: the embedded default suite)")
     run.add_argument("--results-dir", type=Path, default=None,
                      help="where run directories go (default: ./results or $ORCH_RESULTS)")
     again = run.add_mutually_exclusive_group()
@@ -56,7 +59,8 @@ def _suite_for_new(args: argparse.Namespace) -> LoadedSuite:
                            hint="--replay takes the suite stored in the run's manifest")
         return runner.suite_of_run(resolve_run(args.replay))
     if args.suite is None:
-        raise BadInput("no suite given", hint="orchestrate run SUITE.yaml")
+        print(f"no suite given: running the embedded default suite ({DEFAULT_SUITE})")
+        return load_suite(DEFAULT_SUITE)
     return load_suite(args.suite)
 
 

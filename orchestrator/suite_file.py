@@ -94,21 +94,25 @@ def _first_error(exc: ValidationError, tree: CommentedMap, path: Path) -> BadInp
     where = error["loc"]
     if error["type"] == "union_tag_invalid":
         where = (*where, "kind")  # point at the bad `kind:` value, not at the whole item
-    line, col, loc = _locate(tree, where)
+    line, col, loc = _locate(tree, where, at_key=error["type"] == "extra_forbidden")
     message = _message(error)
     more = exc.error_count() - 1
     suffix = f" [+{more} more]" if more else ""
     return BadInput(f"{path}:{line}:{col}: {loc}: {message}{suffix}", hint=_hint(error, loc))
 
 
-def _locate(tree: CommentedMap, loc: tuple[int | str, ...]) -> tuple[int, int, str]:
+def _locate(tree: CommentedMap, loc: tuple[int | str, ...], *,
+            at_key: bool = False) -> tuple[int, int, str]:
     """Walk the YAML tree along pydantic's error location; return the deepest node's position."""
     node: Any = tree
     line, col = 1, 1
     shown: list[str] = []
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part)[0] + 1, node.lc.key(part)[1] + 1
+            # a scalar's own position (the wrong value); a nested block's key otherwise
+            scalar = not at_key and not isinstance(node[part], CommentedMap | CommentedSeq)
+            pos = node.lc.value(part) if scalar else node.lc.key(part)
+            line, col = pos[0] + 1, pos[1] + 1
             node = node[part]
             shown.append(f".{part}" if shown else str(part))
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):

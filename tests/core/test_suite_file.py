@@ -1,0 +1,125 @@
+"""Every bad suite gets `FILE:LINE:COL: what (hint: ...)`, exit 2, and no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import BadInput
+from orchestrator.suite import RequestedMode
+from orchestrator.suite_file import load_suite, parse_suite
+
+GOOD = """\
+name: fork-dirty-pages
+description: fork latency as the number of dirty anonymous pages grows
+paging: [native, tdp, shadow]
+guests:
+  small: {image: mini, vcpus: 2, memory: 2GiB, hugepages: none, cmdline: "pti=on"}
+workloads:
+  - name: fork
+    kind: fork-dirty
+    params: {pages: [1280, 12800, 128000], ptes_per_table: [512]}
+    trials: 10
+    warmup: 2
+trace: {host: ["kvm:kvm_exit", "kvmmmu:*"], guest: ["exceptions:page_fault_user"]}
+timeouts: {boot: 300s, trial: 120s}
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(BadInput) as info:
+        parse_suite(text, Path("suite.yaml"))
+    return info.value.one_line()
+
+
+def test_the_issue_example_is_valid_and_typed() -> None:
+    suite = parse_suite(GOOD, Path("suite.yaml")).suite
+    assert suite.paging == (RequestedMode.NATIVE, RequestedMode.TDP, RequestedMode.SHADOW)
+    assert suite.guests["small"].memory == 2 << 30
+    assert suite.workloads[0].params.pages == (1280, 12800, 128000)  # type: ignore[union-attr]
+    assert suite.timeouts.boot == 300.0
+    assert suite.trace.host == ("kvm:kvm_exit", "kvmmmu:*")
+
+
+def test_a_scalar_parameter_is_a_sweep_of_one() -> None:
+    suite = parse_suite(GOOD.replace("[1280, 12800, 128000]", "4096"), Path("s.yaml")).suite
+    assert suite.workloads[0].params.pages == (4096,)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("    warmup: 2\n", "    warmup: 2\n    colour: red\n", "suite.yaml:12:5: workloads[0].colour: unknown key 'colour'"),
+        ("trials: 10", "trials: ten", "suite.yaml:10:13: workloads[0].trials: Input should be a valid integer"),
+        ("[1280, 12800, 128000]", "[]", "suite.yaml:9:14: workloads[0].params.pages: an empty sweep runs nothing"),
+        ("[1280, 12800, 128000]", "[1280, 1280]", "the sweep repeats a value"),
+        ("    warmup: 2\n", "    warmup: 2\n  - name: fork\n    kind: noop\n", "two workloads are named 'fork'"),
+        ("shadow]", "shadowy]", "suite.yaml:3:23: paging[2]: Input should be"),
+        ("memory: 2GiB", "memory: 2GB", "suite.yaml:5:42: guests.small.memory: ambiguous size '2GB': use binary units, e.g. 2GiB"),
+        ("kind: fork-dirty", "kind: fork-clean", "suite.yaml:8:11: workloads[0].kind: Input tag 'fork-clean'"),
+        ("boot: 300s", "boot: 300", "timeouts.boot: duration 300 needs a unit"),
+        ("[512]", "[513]", "ptes_per_table[0]: Input should be less than or equal to 512"),
+        ("paging: [native, tdp, shadow]", "paging: [native, native]", "the sweep repeats a value"),
+        ('"kvmmmu:*"', '"kvm mmu"', "is not an event name"),
+    ],
+)
+def test_bad_suites_point_at_the_line(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    message = error_of(GOOD.replace(old, new, 1))
+    assert expected in message
+    assert "(hint: " in message
+
+
+def test_unknown_paging_mode_hint_lists_the_modes() -> None:
+    assert "paging modes are: native, tdp, shadow, tdp-legacy" in error_of(
+        GOOD.replace("shadow]", "ept]"))
+
+
+def test_unknown_kind_hint_lists_the_kinds() -> None:
+    assert "fork-dirty, mprotect, hugepage" in error_of(GOOD.replace("kind: fork-dirty", "kind: x"))
+
+
+def test_virtual_modes_need_guests() -> None:
+    text = GOOD.replace('guests:\n  small: {image: mini, vcpus: 2, memory: 2GiB, hugepages: none, cmdline: "pti=on"}\n', "")
+    assert "no guests are defined" in error_of(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "suite.yaml:1:1: the suite is empty, not a mapping"),
+        ("- a\n- b\n", "the suite is a list, not a mapping"),
+        ("just words\n", "the suite is a scalar, not a mapping"),
+        ("name: [x\n", "suite.yaml:2:1: YAML:"),
+        ("name: x\nname: y\n", 'suite.yaml:2:1: YAML: found duplicate key "name"'),
+        ("name: x\npaging: [native]\n", "missing required key 'workloads'"),
+    ],
+)
+def test_malformed_files(text: str, expected: str) -> None:
+    assert expected in error_of(text)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="no such file"):
+        load_suite(tmp_path / "nope.yaml")
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="is a directory"):
+        load_suite(tmp_path)
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "suite.yaml"
+    bad.write_text(GOOD.replace("memory: 2GiB", "memory: 2GB"))
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"orchestrate: error: {bad}:5:42: guests.small.memory: ambiguous")
+    assert "Traceback" not in done.stderr
