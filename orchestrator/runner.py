@@ -18,6 +18,7 @@ from typing import Any
 from orchestrator import provenance, results
 from orchestrator.errors import BadInput, ExitCode, HarnessError, OrchestratorError
 from orchestrator.execute import Executor, Progress, Selection, Tracer, no_tracing
+from orchestrator.host_prep import prepared_host
 from orchestrator.plan import Plan, make_plan
 from orchestrator.results import Journal, Outcome
 from orchestrator.suite_file import LoadedSuite, parse_suite
@@ -93,7 +94,12 @@ def suite_of_run(run_dir: Path) -> LoadedSuite:
 def _execute(req: RunRequest, run_dir: Path, plan: Plan, selection: Selection) -> RunOutcome:
     status = "error"
     try:
-        with Journal(run_dir) as journal, _closing(req.progress):
+        with (
+            Journal(run_dir) as journal,
+            _closing(req.progress),
+            prepared_host(req.loaded.suite.host_prep) as conditions,
+        ):
+            _record_conditions(run_dir, conditions)
             backend = req.backend_factory(req.loaded, run_dir)
             Executor(req.loaded.suite, plan, backend, journal, req.progress, selection,
                      req.tracer).run()
@@ -126,6 +132,12 @@ def _finish(run_dir: Path, status: str) -> None:
     results.finalize_tables(run_dir)
     manifest = results.read_manifest(run_dir)
     manifest.update(status=status, ended_at=_now(), outcomes=outcome_counts(run_dir))
+    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+
+
+def _record_conditions(run_dir: Path, conditions: dict[str, Any]) -> None:
+    manifest = results.read_manifest(run_dir)
+    manifest["host_conditions"] = conditions
     results.write_json_atomic(run_dir / results.MANIFEST, manifest)
 
 
