@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, write_suite
 
 from orchestrator import results
+from tests.core.conftest import cli_env, write_suite
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 
