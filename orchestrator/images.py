@@ -1,0 +1,233 @@
+"""Guest images from Debian packages, cached by a hash of their recipe and inputs.
+
+`mini` is Debian's own kernel plus an initramfs: busybox, dropbear (an SSH server with a host
+key generated at build time, so the orchestrator can pin it), perf, the virtio modules and the
+guest workloads. It boots to SSH in seconds, even under TCG. The per-run SSH public key comes
+in on the kernel command line (`orch.ssh_key=<base64>`), so one image serves every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from orchestrator import proc
+from orchestrator.errors import BadInput, ExitCode, HarnessError
+from orchestrator.targets import PROJECT_ROOT, workloads_bin_dir
+
+RECIPE_DIR = PROJECT_ROOT / "images" / "mini"
+GUEST_BIN = "/opt/workloads/bin"
+# The drivers the guest needs; /init loads them and their dependencies, dependencies first.
+MODULES = ["virtio_pci", "virtio_net", "virtio_blk", "i6300esb"]
+EXECUTABLES = ["/bin/busybox", "/usr/sbin/dropbear", "/usr/bin/perf"]
+
+
+class ImageKind(StrEnum):
+    MINI = "mini"
+
+
+@dataclass(frozen=True)
+class Image:
+    kind: str
+    directory: Path
+    kernel: Path
+    initrd: Path
+    host_key_pub: str  # "ssh-ed25519 AAAA..." as generated at build time: pinned by SSH
+    kernel_release: str
+    recipe_hash: str
+    login_user: str = "root"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("ORCH_IMAGE_CACHE", PROJECT_ROOT / "images" / "cache"))
+
+
+def installed_kernel() -> tuple[str, Path]:
+    """The newest Debian kernel in /boot whose modules are installed."""
+    kernels = sorted(Path("/boot").glob("vmlinuz-*-amd64"))
+    for kernel in reversed(kernels):
+        release = kernel.name.removeprefix("vmlinuz-")
+        if (Path("/lib/modules") / release / "modules.dep").exists():
+            return release, kernel
+    raise HarnessError("no Debian kernel with modules found in /boot",
+                       hint="apt-get install linux-image-amd64 (scripts/setup does)")
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recipe_hash(release: str, kernel: Path, bin_dir: Path) -> str:
+    """Everything that goes into the image: a change in any of them is a new image."""
+    digest = hashlib.sha256(b"mini-v2\n")
+    digest.update(release.encode())
+    for path in [kernel, RECIPE_DIR / "init", *map(Path, EXECUTABLES),
+                 *sorted(bin_dir.iterdir())]:
+        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def module_path(release: str, name: str) -> Path:
+    done = proc.run(["modinfo", "-k", release, "-F", "filename", name], timeout=30)
+    return Path(done.stdout.strip().splitlines()[0])
+
+
+def module_order(release: str, wanted: list[str]) -> list[str]:
+    """wanted plus their dependencies (modinfo -F depends), each after what it needs."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        done = proc.run(["modinfo", "-k", release, "-F", "depends", name], timeout=30)
+        for dep in filter(None, done.stdout.strip().split(",")):
+            visit(dep)
+        order.append(name)
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+def shared_libraries(binary: str) -> list[Path]:
+    """What the dynamic loader needs for binary (ldd), including the loader itself."""
+    done = proc.run(["ldd", binary], timeout=30, check=False)
+    libs = []
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            libs.append(Path(parts[2]))
+        elif parts and parts[0].startswith("/"):
+            libs.append(Path(parts[0]))
+    return libs
+
+
+def _install(src: Path, root: Path, dest: str | None = None, mode: int | None = None) -> None:
+    target = root / (dest or str(src)).lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, target, follow_symlinks=True)
+    if mode is not None:
+        target.chmod(mode)
+
+
+def _populate_root(root: Path, release: str, bin_dir: Path) -> None:
+    for empty in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "var/tmp", "etc/dropbear"):
+        (root / empty).mkdir(parents=True, exist_ok=True)
+    for binary in EXECUTABLES:
+        _install(Path(binary), root)
+        for lib in shared_libraries(binary):
+            _install(lib, root)
+    modules = module_order(release, MODULES)
+    for name in modules:
+        _install(module_path(release, name), root, f"/lib/modules/{name}.ko")
+    (root / "etc/modules-order").write_text("\n".join(modules) + "\n")
+    for workload in sorted(bin_dir.iterdir()):
+        _install(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
+    _install(RECIPE_DIR / "init", root, "/init", 0o755)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    (root / "etc/shells").write_text("/bin/sh\n")
+    (root / "root").chmod(0o700)
+    (root / "root/.ssh").chmod(0o700)
+
+
+def _host_key(root: Path, out_dir: Path) -> str:
+    key = root / "etc/dropbear/dropbear_ed25519_host_key"
+    proc.run(["dropbearkey", "-t", "ed25519", "-f", str(key)], timeout=60)
+    public = proc.run(["dropbearkey", "-y", "-f", str(key)], timeout=60).stdout
+    line = next(x for x in public.splitlines() if x.startswith("ssh-ed25519 "))
+    key_line = " ".join(line.split()[:2])
+    (out_dir / "host_key.pub").write_text(key_line + "\n")
+    return key_line
+
+
+def _cpio(root: Path, out: Path) -> None:
+    """newc cpio of root, gzip-compressed (the kernel unpacks it as the initramfs)."""
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    listing = "\n".join([".", *names]) + "\n"
+    raw = out.with_suffix(".cpio")
+    proc.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0", "-F", str(raw)],
+             timeout=300, input_text=listing, cwd=root)
+    with raw.open("rb") as src, gzip.open(out, "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(src, dst)
+    raw.unlink()
+
+
+def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
+               *, force: bool = False) -> Image:
+    bins = bin_dir or workloads_bin_dir()
+    if not bins.is_dir() or not any(bins.iterdir()):
+        raise BadInput(f"no guest workloads in {bins}", hint="run `make -C guest-workloads`")
+    release, kernel = installed_kernel()
+    digest = recipe_hash(release, kernel, bins)
+    out = (cache_root or default_cache_root()) / f"mini-{digest}"
+    if (out / "image.json").exists() and not force:
+        return load_from(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staging, root = Path(tmp) / "image", Path(tmp) / "root"
+        staging.mkdir()
+        _populate_root(root, release, bins)
+        key_line = _host_key(root, staging)
+        _cpio(root, staging / "initrd.img")
+        shutil.copy2(kernel, staging / "vmlinuz")
+        image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
+                      digest)
+        (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
+        for path in staging.iterdir():  # world-readable: libvirt's QEMU user reads them
+            path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+        out.chmod(0o755)
+    return load_from(out)
+
+
+def load_from(directory: Path) -> Image:
+    data = json.loads((directory / "image.json").read_text())
+    return Image(data["kind"], directory, directory / "vmlinuz", directory / "initrd.img",
+                 data["host_key_pub"], data["kernel_release"], data["recipe_hash"],
+                 data["login_user"])
+
+
+def load_image(kind: str, cache_root: Path | None = None) -> Image:
+    """The newest built image of a kind (the executor never builds behind the user's back)."""
+    if kind not in {k.value for k in ImageKind}:
+        raise BadInput(f"unknown image {kind!r}", hint="images: " + ", ".join(ImageKind))
+    root = cache_root or default_cache_root()
+    built = sorted(root.glob(f"{kind}-*/image.json"), key=lambda p: p.stat().st_mtime)
+    if not built:
+        raise BadInput(f"the {kind} image is not built",
+                       hint=f"run `orchestrate image build {kind}`")
+    return load_from(built[-1].parent)
+
+
+def add_parser(sub: Any) -> None:
+    image = sub.add_parser("image", help="build guest images from Debian packages")
+    verbs = image.add_subparsers(dest="image_verb", required=True)
+    build = verbs.add_parser("build", help="build (or find in the cache) an image")
+    build.add_argument("kind", choices=[k.value for k in ImageKind])
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.add_argument("--cache", type=Path, default=None, help="image cache directory")
+    build.set_defaults(func=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    image = build_mini(args.cache, force=args.force)
+    size = image.initrd.stat().st_size / 2**20
+    print(f"{image.kind} {image.recipe_hash}: {image.directory} (kernel {image.kernel_release}, "
+          f"initrd {size:.1f} MiB)")
+    return ExitCode.OK
