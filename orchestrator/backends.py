@@ -1,15 +1,34 @@
-"""The lab-host backend: native on the host itself, guests for the virtualized paging modes."""
+"""The lab-host backend: native on the host itself, libvirt guests for the virtualized modes.
+
+The paging mode a row carries is read from sysfs when the mode is entered, never copied from
+the suite. Without usable KVM (the project's own machines), guests run under TCG and rows say
+`accel=tcg`, `paging_mode=tcg`, unless the suite demands `accel: kvm`.
+"""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import accel, results
 from orchestrator.errors import Unavailable
-from orchestrator.suite import RequestedMode
+from orchestrator.guest import GuestTarget, booted_guest, domain_spec, guest_facts
+from orchestrator.images import load_image
+from orchestrator.libvirt_domain import DEFAULT_URI
+from orchestrator.ssh import new_run_key
+from orchestrator.suite import AccelChoice, RequestedMode
 from orchestrator.suite_file import LoadedSuite
 from orchestrator.targets import ModeState, Target, native_mode, native_target
+
+log = logging.getLogger(__name__)
+
+
+def libvirt_uri() -> str:
+    return os.environ.get("ORCH_LIBVIRT_URI", DEFAULT_URI)
 
 
 @dataclass
@@ -17,15 +36,63 @@ class LabHostBackend:
     loaded: LoadedSuite
     run_dir: Path
     bin_dir: Path | None = None
+    sysfs_root: Path = Path("/")
+    uri: str = field(default_factory=libvirt_uri)
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:
             return native_mode()
-        raise Unavailable(f"paging mode {mode.value} needs guests, which are not wired yet",
-                          hint="use `paging: [native]` for now")
+        return self._virtual_mode(mode)
+
+    @contextmanager
+    def _virtual_mode(self, mode: RequestedMode) -> Iterator[ModeState]:
+        report = accel.detect(self.sysfs_root)
+        choice = self.loaded.suite.accel
+        if report.accel == "tcg":
+            if choice is AccelChoice.KVM:
+                raise Unavailable(f"{mode.value} needs KVM: " + "; ".join(report.reasons),
+                                  hint="`orchestrate doctor` explains; `accel: auto` runs "
+                                       "guests under TCG, labelled tcg")
+            log.warning("no usable KVM here (%s): %s runs under TCG and is labelled tcg; "
+                        "its timings are not comparable to KVM ones",
+                        "; ".join(report.reasons) or "accel: tcg", mode.value)
+            yield ModeState(mode, "tcg", "tcg", {"reasons": list(report.reasons)})
+            return
+        if choice is AccelChoice.TCG:
+            yield ModeState(mode, "tcg", "tcg", {"reasons": ["the suite asked for accel: tcg"]})
+            return
+        if report.paging_mode != mode.value:
+            raise Unavailable(f"the host's KVM is in {report.paging_mode} mode "
+                              f"({report.kvm_module} {report.params}), not {mode.value}",
+                              hint="reload the KVM module with the matching parameter, or "
+                                   "list only the host's current mode in `paging:`")
+        yield ModeState(mode, report.paging_mode, "kvm",
+                        {"module": report.kvm_module, **report.params})
 
     def open_target(self, state: ModeState, guest: str) -> AbstractContextManager[Target]:
-        return native_target(self.bin_dir)
+        if state.requested is RequestedMode.NATIVE:
+            return native_target(self.bin_dir)
+        return self._guest(state, guest)
+
+    @contextmanager
+    def _guest(self, state: ModeState, name: str) -> Iterator[Target]:
+        cfg = self.loaded.suite.guests[name]
+        image = load_image(cfg.image)
+        key, public = new_run_key(self.run_dir / "ssh")
+        spec = domain_spec(name, cfg, image, run_id=self.run_dir.name, accel=state.accel,
+                           logs=self.run_dir / "logs")
+        boot = self.loaded.suite.timeouts.boot
+        with booted_guest(spec, image, key=key, public_key=public, uri=self.uri,
+                          boot_timeout=boot) as (domain, session):
+            facts = {**guest_facts(session), "image": image.to_dict(), "accel": state.accel,
+                     "paging_mode": state.verified, "domain": spec.name}
+            self._record_guest(f"{state.verified}/{name}", facts)
+            yield GuestTarget(name, state.verified, state.accel, session, domain, info=facts)
+
+    def _record_guest(self, key: str, facts: dict[str, object]) -> None:
+        manifest = results.read_manifest(self.run_dir)
+        manifest.setdefault("guests", {})[key] = facts
+        results.write_json_atomic(self.run_dir / results.MANIFEST, manifest)
 
 
 def lab_host_backend(loaded: LoadedSuite, run_dir: Path) -> LabHostBackend:

@@ -1,0 +1,106 @@
+"""A booted guest as a workload target: domain + SSH session + the facts a run must record."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator import proc
+from orchestrator.errors import HarnessError
+from orchestrator.images import GUEST_BIN, Image
+from orchestrator.libvirt_domain import DomainSpec, RunningDomain, pick_free_port, running_domain
+from orchestrator.proc import CommandError
+from orchestrator.ssh import GuestSession, kernel_key_arg, wait_for_ssh
+from orchestrator.suite import Guest
+
+# panic=-1: a panic reboots at once, and on_reboot=destroy ends the domain, so a crashed guest
+# is seen within a second instead of hanging until a timeout.
+BASE_CMDLINE = "console=ttyS0 panic=-1 quiet"
+
+
+def domain_spec(name: str, cfg: Guest, image: Image, *, run_id: str, accel: str,
+                logs: Path) -> DomainSpec:
+    unique = f"orch-{run_id[-6:]}-{name}-{uuid.uuid4().hex[:4]}"
+    return DomainSpec(
+        name=unique, run_id=run_id, accel=accel, vcpus=cfg.vcpus,
+        memory_mib=cfg.memory >> 20, hugepages=cfg.hugepages.value, cpu_pins=cfg.cpu_pins,
+        kernel=image.kernel, initrd=image.initrd,
+        cmdline=f"{BASE_CMDLINE} {cfg.cmdline}".strip(), ssh_port=pick_free_port(),
+        console_log=logs / f"console-{unique}.log",
+    )
+
+
+@dataclass
+class GuestTarget:
+    """The executor's view of a guest (targets.Target)."""
+
+    name: str
+    paging_mode: str
+    accel: str
+    session: GuestSession
+    domain: RunningDomain
+    bin_dir: str = GUEST_BIN
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, argv: Sequence[str], *, timeout: float) -> proc.Completed:
+        try:
+            return self.session.run(argv, timeout=timeout, check=False)
+        except CommandError as exc:
+            if not self.domain.is_alive():
+                raise CommandError(argv, None, reason="the guest died mid-trial",
+                                   hint=f"console log: {self.domain.console_log}") from exc
+            raise
+
+    def facts(self) -> dict[str, Any]:
+        return self.info
+
+
+FACT_COMMANDS = {
+    "kernel_release": ["uname", "-r"],
+    "kernel_cmdline": ["cat", "/proc/cmdline"],
+    "thp": ["cat", "/sys/kernel/mm/transparent_hugepage/enabled"],
+    "hugepages_2m": ["cat", "/proc/sys/vm/nr_hugepages"],
+    "cpu_flags": ["grep", "-m1", "^flags", "/proc/cpuinfo"],
+    "meminfo_total": ["grep", "-m1", "MemTotal", "/proc/meminfo"],
+}
+
+
+def guest_facts(session: GuestSession) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for name, argv in FACT_COMMANDS.items():
+        done = session.run(argv, timeout=30, check=False)
+        facts[name] = done.stdout.strip() if done.returncode == 0 else None
+    cmdline = facts.get("kernel_cmdline") or ""
+    facts["kernel_cmdline"] = " ".join(w for w in cmdline.split()
+                                       if not w.startswith("orch.ssh_key="))
+    facts["pti"] = next((w.split("=", 1)[1] for w in cmdline.split() if w.startswith("pti=")),
+                        "default")
+    return facts
+
+
+@contextmanager
+def booted_guest(spec: DomainSpec, image: Image, *, key: Path, public_key: str, uri: str,
+                 boot_timeout: float) -> Iterator[tuple[RunningDomain, GuestSession]]:
+    """Boot, wait for SSH with the pinned host key, and tear down on every exit path."""
+    spec = replace(spec, cmdline=f"{spec.cmdline} {kernel_key_arg(public_key)}")
+    with running_domain(spec, uri) as domain:
+        def console() -> str:
+            return f"{domain.console_tail(5)}\n(full console log: {spec.console_log})"
+
+        session = wait_for_ssh("127.0.0.1", spec.ssh_port, user=image.login_user, key=key,
+                               host_key=image.host_key_pub, deadline_s=boot_timeout,
+                               alive=domain.is_alive, console=console)
+        try:
+            yield domain, session
+        finally:
+            session.close()
+
+
+def require_alive(domain: RunningDomain) -> None:
+    if not domain.is_alive():
+        raise HarnessError(f"guest {domain.name} is not running",
+                           hint=f"console log: {domain.console_log}")

@@ -1,0 +1,146 @@
+"""SSH into guests: pinned host keys, a per-run client key, argv in, proc.py's contract out.
+
+The host key is the one recorded when the image was built; anything else is refused (no
+AutoAddPolicy). Each command runs under the guest's `timeout -s KILL`, and the channel has its
+own deadline too, so neither a hung workload nor a dead guest can hang the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import paramiko
+
+from orchestrator import proc
+from orchestrator.errors import HarnessError
+from orchestrator.proc import CommandError, Completed
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 15.0  # the channel deadline beyond the guest-side kill
+
+
+def new_run_key(directory: Path) -> tuple[Path, str]:
+    """A fresh Ed25519 client key for one run; returns (private key path, public key line)."""
+    key = directory / "ssh_key"
+    if not key.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orchestrator-run",
+                  "-f", str(key)], timeout=30)
+    return key, key.with_suffix(".pub").read_text().strip()
+
+
+def kernel_key_arg(public_line: str) -> str:
+    """The kernel command line word that hands the guest its authorized key."""
+    return "orch.ssh_key=" + base64.b64encode(public_line.encode()).decode()
+
+
+def _pinned(host_key_line: str) -> paramiko.PKey:
+    kind, blob = host_key_line.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+
+
+class GuestSession:
+    """One persistent SSH connection to a guest."""
+
+    def __init__(self, host: str, port: int, *, user: str, key: Path, host_key: str,
+                 connect_timeout: float) -> None:
+        self.host, self.port = host, port
+        self._client = paramiko.SSHClient()
+        self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self._client.get_host_keys().add(f"[{host}]:{port}", host_key.split()[0],
+                                         _pinned(host_key))
+        try:
+            self._client.connect(host, port, username=user, key_filename=str(key),
+                                 timeout=connect_timeout, banner_timeout=connect_timeout,
+                                 auth_timeout=connect_timeout, look_for_keys=False,
+                                 allow_agent=False)
+        except paramiko.BadHostKeyException as exc:
+            self._client.close()
+            raise HarnessError(f"host key mismatch for {host}:{port}: refused",
+                               hint="the guest is not the image that was built; rebuild it "
+                                    "with `orchestrate image build --force`") from exc
+        except (paramiko.SSHException, OSError) as exc:
+            self._client.close()
+            raise ConnectionError(str(exc)) from exc
+
+    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> Completed:
+        argv = [str(a) for a in argv]
+        command = shlex.join(["timeout", "-s", "KILL", str(max(1, round(timeout))), *argv])
+        log.debug("+ ssh %s:%d %s", self.host, self.port, command)
+        try:
+            out, err, status = self._exec(command, timeout + GRACE_S)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise CommandError(argv, None, reason=f"lost the guest ({exc})",
+                               hint="see the guest console log in the run's logs/") from None
+        if status == 137 or status == 124:  # killed by the guest-side timeout
+            raise CommandError(argv, None, out, err, reason=f"timed out after {timeout:g}s")
+        done = Completed(tuple(argv), status, out, err)
+        if check and status != 0:
+            raise CommandError(argv, status, out, err)
+        return done
+
+    def _exec(self, command: str, deadline_s: float) -> tuple[str, str, int]:
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("the connection is closed")
+        channel = transport.open_session(timeout=deadline_s)
+        channel.settimeout(deadline_s)
+        try:
+            channel.exec_command(command)
+            channel.shutdown_write()
+            out, err = _drain(channel, time.monotonic() + deadline_s)
+            return out, err, channel.recv_exit_status()
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> GuestSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _drain(channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
+    out, err = bytearray(), bytearray()
+    while not (channel.exit_status_ready() and not channel.recv_ready()
+               and not channel.recv_stderr_ready()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("no exit status before the deadline")
+        if channel.recv_ready():
+            out += channel.recv(65536)
+        elif channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+        elif channel.closed:
+            break
+        else:
+            time.sleep(0.002)
+    return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def wait_for_ssh(host: str, port: int, *, user: str, key: Path, host_key: str,
+                 deadline_s: float, alive: Callable[[], bool],
+                 console: Callable[[], str]) -> GuestSession:
+    """Retry until SSH answers with the pinned key, the guest dies, or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    last = ""
+    while time.monotonic() < end:
+        if not alive():
+            raise HarnessError(f"the guest died while booting; console:\n{console()}",
+                               hint="a kernel panic or a bad image (see the console log)")
+        try:
+            return GuestSession(host, port, user=user, key=key, host_key=host_key,
+                                connect_timeout=min(10.0, max(1.0, end - time.monotonic())))
+        except ConnectionError as exc:
+            last = str(exc)
+            time.sleep(0.5)
+    raise HarnessError(f"no SSH from the guest within {deadline_s:g}s ({last}); console:\n"
+                       f"{console()}", hint="raise timeouts.boot, or check the image")
