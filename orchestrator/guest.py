@@ -89,7 +89,8 @@ def booted_guest(spec: DomainSpec, image: Image, *, key: Path, public_key: str, 
     spec = replace(spec, cmdline=f"{spec.cmdline} {kernel_key_arg(public_key)}")
     with running_domain(spec, uri) as domain:
         def console() -> str:
-            return f"{domain.console_tail(5)}\n(full console log: {spec.console_log})"
+            last = domain.console_tail(1).strip()
+            return f"last line {last!r}, full log {spec.console_log}"
 
         session = wait_for_ssh("127.0.0.1", spec.ssh_port, user=image.login_user, key=key,
                                host_key=image.host_key_pub, deadline_s=boot_timeout,

@@ -21,6 +21,8 @@ from orchestrator.errors import HarnessError
 from orchestrator.proc import CommandError, Completed
 
 log = logging.getLogger(__name__)
+# paramiko logs every refused connection while a guest boots at ERROR: that is expected noise
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 GRACE_S = 15.0  # the channel deadline beyond the guest-side kill
 
@@ -73,13 +75,22 @@ class GuestSession:
         argv = [str(a) for a in argv]
         command = shlex.join(["timeout", "-s", "KILL", str(max(1, round(timeout))), *argv])
         log.debug("+ ssh %s:%d %s", self.host, self.port, command)
+        start = time.monotonic()
         try:
             out, err, status = self._exec(command, timeout + GRACE_S)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise CommandError(argv, None, reason=f"lost the guest ({exc})",
                                hint="see the guest console log in the run's logs/") from None
-        if status == 137 or status == 124:  # killed by the guest-side timeout
+        # The guest-side SIGKILL shows as 137, or as -1 when the server reports the signal
+        # instead of a status; only the elapsed time tells it from a crash by signal.
+        if status in (-1, 124, 137) and time.monotonic() - start >= timeout * 0.95:
             raise CommandError(argv, None, out, err, reason=f"timed out after {timeout:g}s")
+        if status == -1:  # no exit status: the connection died, or a signal killed it
+            transport = self._client.get_transport()
+            if transport is None or not transport.is_active():
+                raise CommandError(argv, None, out, err, reason="lost the guest mid-command",
+                                   hint="see the guest console log in the run's logs/")
+            raise CommandError(argv, -1, out, err, reason="was killed by a signal")
         done = Completed(tuple(argv), status, out, err)
         if check and status != 0:
             raise CommandError(argv, status, out, err)
@@ -134,7 +145,7 @@ def wait_for_ssh(host: str, port: int, *, user: str, key: Path, host_key: str,
     last = ""
     while time.monotonic() < end:
         if not alive():
-            raise HarnessError(f"the guest died while booting; console:\n{console()}",
+            raise HarnessError(f"the guest died while booting ({console()})",
                                hint="a kernel panic or a bad image (see the console log)")
         try:
             return GuestSession(host, port, user=user, key=key, host_key=host_key,
@@ -142,5 +153,5 @@ def wait_for_ssh(host: str, port: int, *, user: str, key: Path, host_key: str,
         except ConnectionError as exc:
             last = str(exc)
             time.sleep(0.5)
-    raise HarnessError(f"no SSH from the guest within {deadline_s:g}s ({last}); console:\n"
-                       f"{console()}", hint="raise timeouts.boot, or check the image")
+    raise HarnessError(f"no SSH from the guest within {deadline_s:g}s ({last}; console "
+                       f"{console()})", hint="raise timeouts.boot, or check the image")
