@@ -8,7 +8,6 @@ the suite. Without usable KVM (the project's own machines), guests run under TCG
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from orchestrator import accel, results
 from orchestrator.errors import Unavailable
 from orchestrator.guest import GuestTarget, booted_guest, domain_spec, guest_facts
 from orchestrator.images import load_image
-from orchestrator.libvirt_domain import DEFAULT_URI
+from orchestrator.libvirt_domain import default_uri
 from orchestrator.ssh import new_run_key
 from orchestrator.suite import AccelChoice, RequestedMode
 from orchestrator.suite_file import LoadedSuite
@@ -27,17 +26,13 @@ from orchestrator.targets import ModeState, Target, native_mode, native_target
 log = logging.getLogger(__name__)
 
 
-def libvirt_uri() -> str:
-    return os.environ.get("ORCH_LIBVIRT_URI", DEFAULT_URI)
-
-
 @dataclass
 class LabHostBackend:
     loaded: LoadedSuite
     run_dir: Path
     bin_dir: Path | None = None
     sysfs_root: Path = Path("/")
-    uri: str = field(default_factory=libvirt_uri)
+    uri: str = field(default_factory=default_uri)
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import accel, images, results_cli, run_cli
+from orchestrator import accel, gc, images, results_cli, run_cli
 from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.plan import make_plan, plan_json
 from orchestrator.suite_file import load_suite
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     results_cli.add_parser(sub)
     images.add_parser(sub)
     accel.add_parser(sub)
+    gc.add_parser(sub)
     return parser
 
 

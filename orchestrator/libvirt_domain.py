@@ -10,6 +10,7 @@ on 127.0.0.1 (libvirt 9.0 has no passt portForward; its default NAT network is n
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -122,6 +123,10 @@ def _user_network(root: ET.Element, port: int) -> None:
     for arg in ("-netdev", f"user,id=orchnet,hostfwd=tcp:127.0.0.1:{port}-:22",
                 "-device", f"virtio-net-pci,netdev=orchnet,bus=pcie.0,addr={NIC_PCI_SLOT}"):
         ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+
+
+def default_uri() -> str:
+    return os.environ.get("ORCH_LIBVIRT_URI", DEFAULT_URI)
 
 
 def pick_free_port() -> int:

@@ -141,3 +141,21 @@ def test_run_against_a_dead_libvirt_records_errors_and_exits_3(
     assert "Traceback" not in done.stderr and "cannot connect to libvirt" in done.stderr
     trials = results.load(tmp_path / "r" / "latest").trials
     assert set(trials["outcome"]) == {"error"} and len(trials) == 6
+
+
+def test_gc_destroys_strays_from_a_crashed_run(libvirtd: str, mini_image: Image,
+                                               tmp_path: Path) -> None:
+    from orchestrator.libvirt_domain import connect, domain_xml
+
+    spec = spec_for(mini_image, tmp_path)
+    conn = connect(libvirtd)
+    conn.createXML(domain_xml(spec), 0)  # a guest whose run died without cleaning up
+    conn.close()
+    assert spec.name in project_domains(libvirtd)
+    listed = subprocess.run([sys.executable, "-m", "orchestrator.cli", "gc", "--dry-run"],
+                            capture_output=True, text=True, timeout=60)
+    assert spec.name in listed.stdout and spec.name in project_domains(libvirtd)
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "gc"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and spec.name in done.stdout
+    assert spec.name not in project_domains(libvirtd)
