@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from orchestrator import accel
 from orchestrator.results import hostname
 
 
@@ -28,7 +29,13 @@ def _cpuinfo(root: Path) -> dict[str, str]:
 
 def collect(root: Path = Path("/")) -> dict[str, Any]:
     cpu = _cpuinfo(root)
+    kvm = accel.detect(root)
     return {
+        "kvm_module": kvm.kvm_module,
+        "kvm_params": kvm.params,
+        "guest_accel": kvm.accel,
+        "guest_paging_mode": kvm.paging_mode,
+        "kvm_unusable_because": list(kvm.reasons),
         "hostname": hostname(),
         "kernel_release": platform.release(),
         "kernel_cmdline": _read(root / "proc/cmdline"),
