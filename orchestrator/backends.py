@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import accel, results
 from orchestrator.errors import Unavailable
-from orchestrator.guest import GuestTarget, booted_guest, domain_spec, guest_facts
-from orchestrator.images import load_image
-from orchestrator.libvirt_domain import default_uri
+from orchestrator.guest import GuestTarget, booted_guest, domain_spec, guest_facts, unique_name
+from orchestrator.images import Image, load_image, overlay
+from orchestrator.libvirt_domain import DomainSpec, default_uri
 from orchestrator.ssh import new_run_key
 from orchestrator.suite import AccelChoice, RequestedMode
 from orchestrator.suite_file import LoadedSuite
@@ -74,8 +74,16 @@ class LabHostBackend:
         cfg = self.loaded.suite.guests[name]
         image = load_image(cfg.image)
         key, public = new_run_key(self.run_dir / "ssh")
-        spec = domain_spec(name, cfg, image, run_id=self.run_dir.name, accel=state.accel,
-                           logs=self.run_dir / "logs")
+        unique = unique_name(self.run_dir.name, name)
+        with ExitStack() as stack:
+            disk = stack.enter_context(disk_overlay(image, unique))
+            spec = domain_spec(unique, cfg, image, run_id=self.run_dir.name, accel=state.accel,
+                               logs=self.run_dir / "logs", disk=disk)
+            yield stack.enter_context(self._booted(state, name, spec, image, key, public))
+
+    @contextmanager
+    def _booted(self, state: ModeState, name: str, spec: DomainSpec, image: Image, key: Path,
+                public: str) -> Iterator[Target]:
         boot = self.loaded.suite.timeouts.boot
         with booted_guest(spec, image, key=key, public_key=public, uri=self.uri,
                           boot_timeout=boot) as (domain, session):
@@ -88,6 +96,19 @@ class LabHostBackend:
         manifest = results.read_manifest(self.run_dir)
         manifest.setdefault("guests", {})[key] = facts
         results.write_json_atomic(self.run_dir / results.MANIFEST, manifest)
+
+
+@contextmanager
+def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
+    """A per-guest copy-on-write disk next to the image (libvirt's QEMU user can reach it)."""
+    if image.disk is None:
+        yield None
+        return
+    path = overlay(image, image.directory.parent / "overlays", unique)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def lab_host_backend(loaded: LoadedSuite, run_dir: Path) -> LabHostBackend:

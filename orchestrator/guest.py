@@ -22,15 +22,18 @@ from orchestrator.suite import Guest
 BASE_CMDLINE = "console=ttyS0 panic=-1 quiet"
 
 
-def domain_spec(name: str, cfg: Guest, image: Image, *, run_id: str, accel: str,
-                logs: Path) -> DomainSpec:
-    unique = f"orch-{run_id[-6:]}-{name}-{uuid.uuid4().hex[:4]}"
+def unique_name(run_id: str, guest: str) -> str:
+    return f"orch-{run_id[-6:]}-{guest}-{uuid.uuid4().hex[:4]}"
+
+
+def domain_spec(unique: str, cfg: Guest, image: Image, *, run_id: str, accel: str,
+                logs: Path, disk: Path | None = None) -> DomainSpec:
     return DomainSpec(
         name=unique, run_id=run_id, accel=accel, vcpus=cfg.vcpus,
         memory_mib=cfg.memory >> 20, hugepages=cfg.hugepages.value, cpu_pins=cfg.cpu_pins,
         kernel=image.kernel, initrd=image.initrd,
-        cmdline=f"{BASE_CMDLINE} {cfg.cmdline}".strip(), ssh_port=pick_free_port(),
-        console_log=logs / f"console-{unique}.log",
+        cmdline=" ".join(filter(None, [BASE_CMDLINE, image.boot_args, cfg.cmdline])),
+        ssh_port=pick_free_port(), console_log=logs / f"console-{unique}.log", disk=disk,
     )
 
 

@@ -34,6 +34,14 @@ EXECUTABLES = ["/bin/busybox", "/usr/sbin/dropbear", "/usr/bin/perf"]
 
 class ImageKind(StrEnum):
     MINI = "mini"
+    DEBIAN = "debian"
+
+
+DEBIAN_DIR = PROJECT_ROOT / "images" / "debian"
+DEBIAN_PACKAGES = ["systemd-sysv", "openssh-server", "linux-image-amd64", "stress-ng", "sysbench",
+                   "linux-perf", "udev", "iproute2", "ifupdown", "isc-dhcp-client", "procps",
+                   "kmod"]
+DEBIAN_DISK = "4G"
 
 
 @dataclass(frozen=True)
@@ -46,9 +54,11 @@ class Image:
     kernel_release: str
     recipe_hash: str
     login_user: str = "root"
+    disk: Path | None = None  # a qcow2 base image; each guest boots from an overlay of it
+    boot_args: str = ""  # what this image needs on the kernel command line
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: str(v) for k, v in asdict(self).items()}
+        return {k: "" if v is None else str(v) for k, v in asdict(self).items()}
 
 
 def default_cache_root() -> Path:
@@ -187,20 +197,16 @@ def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
         image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
                       digest)
         (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
-        for path in staging.iterdir():  # world-readable: libvirt's QEMU user reads them
-            path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-        out.chmod(0o755)
+        _publish(staging, out)
     return load_from(out)
 
 
 def load_from(directory: Path) -> Image:
     data = json.loads((directory / "image.json").read_text())
+    disk = directory / "disk.qcow2" if data.get("disk") else None
     return Image(data["kind"], directory, directory / "vmlinuz", directory / "initrd.img",
                  data["host_key_pub"], data["kernel_release"], data["recipe_hash"],
-                 data["login_user"])
+                 data["login_user"], disk, data.get("boot_args", ""))
 
 
 def load_image(kind: str, cache_root: Path | None = None) -> Image:
@@ -226,8 +232,108 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    image = build_mini(args.cache, force=args.force)
-    size = image.initrd.stat().st_size / 2**20
+    build = build_debian if args.kind == ImageKind.DEBIAN else build_mini
+    image = build(args.cache, force=args.force)
+    size = (image.disk or image.initrd).stat().st_size / 2**20
     print(f"{image.kind} {image.recipe_hash}: {image.directory} (kernel {image.kernel_release}, "
-          f"initrd {size:.1f} MiB)")
+          f"{'disk' if image.disk else 'initrd'} {size:.1f} MiB)")
     return ExitCode.OK
+
+
+# ---- debian: a bookworm root file system from Debian packages, as a qcow2 --------------------
+
+
+def debian_hash(bin_dir: Path) -> str:
+    """The recipe: packages, recipe files, workloads. The mirror's package versions are not in
+    the hash (they move daily); the built image records what it got in packages.txt."""
+    digest = hashlib.sha256(b"debian-v1\n")
+    digest.update(" ".join(DEBIAN_PACKAGES).encode())
+    for path in [*sorted(DEBIAN_DIR.iterdir()), *sorted(bin_dir.iterdir())]:
+        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _debian_rootfs(root: Path, bin_dir: Path) -> str:
+    """mmdebstrap into root, then the orchestrator's pieces; returns the host key line."""
+    proc.run(["mmdebstrap", "--quiet", "--variant=minbase",
+              "--include=" + ",".join(DEBIAN_PACKAGES), "bookworm", str(root)], timeout=1800)
+    _install(DEBIAN_DIR / "orch-ssh-key", root, "/usr/local/sbin/orch-ssh-key", 0o755)
+    _install(DEBIAN_DIR / "orch-ssh-key.service", root,
+             "/etc/systemd/system/orch-ssh-key.service", 0o644)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "orch-ssh-key.service").symlink_to("/etc/systemd/system/orch-ssh-key.service")
+    _install(DEBIAN_DIR / "interfaces", root, "/etc/network/interfaces", 0o644)
+    _install(DEBIAN_DIR / "sshd_config", root, "/etc/ssh/sshd_config", 0o644)
+    (root / "etc/hostname").write_text("orch-guest\n")
+    (root / "etc/fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
+    for workload in sorted(bin_dir.iterdir()):
+        _install(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
+    for old in (root / "etc/ssh").glob("ssh_host_*"):
+        old.unlink()
+    key = root / "etc/ssh/ssh_host_ed25519_key"
+    proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orch-guest", "-f",
+              str(key)], timeout=60)
+    return " ".join(key.with_suffix(".pub").read_text().split()[:2])
+
+
+def _debian_disk(root: Path, staging: Path) -> str:
+    """Kernel and initrd out beside the disk (direct kernel boot); ext4 -> qcow2."""
+    kernel = max((root / "boot").glob("vmlinuz-*"))
+    release = kernel.name.removeprefix("vmlinuz-")
+    shutil.copy2(kernel, staging / "vmlinuz")
+    shutil.copy2(root / "boot" / f"initrd.img-{release}", staging / "initrd.img")
+    raw = staging / "disk.raw"
+    proc.run(["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(root), str(raw),
+              DEBIAN_DISK], timeout=900)
+    proc.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(staging / "disk.qcow2")],
+             timeout=900)
+    raw.unlink()
+    packages = proc.run(["chroot", str(root), "dpkg-query", "-W"], timeout=120).stdout
+    (staging / "packages.txt").write_text(packages)
+    return release
+
+
+def build_debian(cache_root: Path | None = None, bin_dir: Path | None = None,
+                 *, force: bool = False) -> Image:
+    bins = bin_dir or workloads_bin_dir()
+    if not bins.is_dir() or not any(bins.iterdir()):
+        raise BadInput(f"no guest workloads in {bins}", hint="run `make -C guest-workloads`")
+    digest = debian_hash(bins)
+    out = (cache_root or default_cache_root()) / f"debian-{digest}"
+    if (out / "image.json").exists() and not force:
+        return load_from(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staging, root = Path(tmp) / "image", Path(tmp) / "root"
+        staging.mkdir()
+        key_line = _debian_rootfs(root, bins)
+        (staging / "host_key.pub").write_text(key_line + "\n")
+        release = _debian_disk(root, staging)
+        image = Image("debian", out, out / "vmlinuz", out / "initrd.img", key_line, release,
+                      digest, disk=out / "disk.qcow2",
+                      boot_args="root=/dev/vda rw net.ifnames=0")
+        (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
+        _publish(staging, out)
+    return load_from(out)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    for path in staging.iterdir():  # world-readable: libvirt's QEMU user reads them
+        path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    out.chmod(0o755)
+
+
+def overlay(image: Image, directory: Path, name: str) -> Path:
+    """A throw-away copy-on-write layer over the image's disk: runs never change the image."""
+    if image.disk is None:
+        raise BadInput(f"the {image.kind} image has no disk", hint="only debian has one")
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    path = directory / f"{name}.qcow2"
+    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.disk),
+              str(path)], timeout=60)
+    return path
