@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import accel, gc, images, results_cli, run_cli
+from orchestrator import accel, compare, gc, history, images, report, results_cli, run_cli
 from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.plan import make_plan, plan_json
 from orchestrator.suite_file import load_suite
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_parser(sub)
     accel.add_parser(sub)
     gc.add_parser(sub)
+    report.add_parser(sub)
+    compare.add_parser(sub)
+    history.add_parser(sub)
     return parser
 
 

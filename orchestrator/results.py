@@ -326,5 +326,10 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda m: str(m.get("started_at", "")))
 
 
+def default_root() -> Path:
+    """Where runs go and are looked up: $ORCH_RESULTS, else ./results."""
+    return Path(os.environ.get("ORCH_RESULTS", "results"))
+
+
 def hostname() -> str:
     return socket.gethostname()

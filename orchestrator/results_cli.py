@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    root = args.results_dir or Path(os.environ.get("ORCH_RESULTS", "results"))
+    root = args.results_dir or results.default_root()
     if args.run is None:
         print_runs(results.list_runs(root))
         return ExitCode.OK

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from orchestrator import host_facts, runner
+from orchestrator import host_facts, results, runner
 from orchestrator.backends import lab_host_backend
 from orchestrator.errors import BadInput
 from orchestrator.progress import make_progress
@@ -15,10 +14,6 @@ from orchestrator.results import resolve_run
 from orchestrator.suite_file import LoadedSuite, load_suite
 
 DEFAULT_SUITE = Path(__file__).with_name("default_suite.yaml")
-
-
-def default_results_root() -> Path:
-    return Path(os.environ.get("ORCH_RESULTS", "results"))
 
 
 def add_parser(sub: Any) -> None:
@@ -46,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = runner.resume_run(req, run_dir, only_failed=args.rerun_failed is not None)
     else:
         loaded = _suite_for_new(args)
-        req = _request(loaded, args.results_dir or default_results_root())
+        req = _request(loaded, args.results_dir or results.default_root())
         outcome = runner.start_run(req)
     _print_summary(outcome)
     return outcome.exit_code
