@@ -77,7 +77,8 @@ def _line_plot(rows: pd.DataFrame, x: str, workload: str, metric: str, unit: str
                     marker="o", capsize=3, label=label)
         curves[label] = (xs, ys)
     xs_all = rows[x].to_numpy(float)
-    if xs_all.max() / max(xs_all.min(), 1e-12) >= 10:
+    # log axes for a decade or more; not when 0 is a value (mprotect's "whole region")
+    if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
         ax.set_xscale("log")
         ax.set_yscale("log")
     if x == "ptes_per_table":

@@ -1,0 +1,47 @@
+"""Synthetic runs written through the real results store (journal -> Parquet)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator import results
+from orchestrator.results import Metric, Outcome, TrialRecord
+
+CELLS = {"c-small": 1280, "c-large": 128000}
+
+
+def make_run(root: Path, name: str, values: Callable[[str, int], float], *, trials: int = 12,
+             mode: str = "tdp", started: float | None = None, suite: str = "nightly") -> Path:
+    run_dir = results.new_run_dir(root, suite)
+    results.write_json_atomic(run_dir / results.MANIFEST, {
+        "run_id": f"{name}-{run_dir.name}", "suite_name": suite, "git_rev": "abc",
+        "status": "done", "started_at": str(started or time.time()),
+        "host": {"hostname": "lab1"}, "param_columns": {"pages": "int"}})
+    with results.Journal(run_dir) as journal:
+        for cell, pages in CELLS.items():
+            for trial in range(trials):
+                journal.append(TrialRecord(
+                    cell_id=f"{mode}-{cell}", trial=trial, warmup=False, paging_requested=mode,
+                    paging_mode=mode, accel="kvm", guest="g", workload="fork",
+                    kind="fork-dirty", params={"pages": pages}, outcome=Outcome.OK,
+                    metrics=(Metric("fork_us", values(cell, trial), "us"),
+                             Metric("rusage_minflt", 3.0, "count")),
+                    started_at=(started or time.time()) + trial))
+    results.finalize_tables(run_dir)
+    return run_dir
+
+
+def noisy(seed: int, scale: float = 1.0, sigma: float = 0.03,
+          slow_cell: str | None = None, factor: float = 1.0) -> Callable[[str, int], float]:
+    rng = np.random.default_rng(seed)
+    draws = {c: rng.normal(1.0, sigma, 100) for c in CELLS}
+
+    def value(cell: str, trial: int) -> float:
+        base = {"c-small": 800.0, "c-large": 37000.0}[cell] * scale * draws[cell][trial]
+        return float(base * (factor if cell == slow_cell else 1.0))
+
+    return value

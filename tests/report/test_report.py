@@ -1,0 +1,68 @@
+"""The report from a real native run opens in headless Chromium with every figure loaded."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.plots import crossings
+from orchestrator.report import write_report
+from tests.report.conftest import make_run, noisy
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def test_break_even_is_where_the_curves_cross() -> None:
+    x = np.array([1.0, 2, 4, 8, 16])
+    shadow = np.array([10.0, 8, 6, 4, 2])
+    tdp = np.array([5.0, 5, 5, 5, 5])
+    assert crossings(x, shadow, tdp) == pytest.approx([4 + 4 * 1 / 2])
+    assert crossings(x, tdp, tdp + 1) == []
+
+
+def test_report_files_from_synthetic_runs(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "a", noisy(1))
+    page = write_report([run], tmp_path / "out")
+    text = page.read_text()
+    assert "data:image/png;base64," in text and "fork_us" in text
+    assert "lab1" in text  # provenance from the manifest
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# Report")
+    assert (tmp_path / "out" / "fork-fork_us-vs-pages.svg").exists()
+
+
+@pytest.mark.integration
+def test_report_of_a_real_run_opens_in_chromium(tmp_path: Path) -> None:
+    browser = shutil.which("chromium")
+    assert browser, "chromium is installed by scripts/setup"
+    subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
+    suite = tmp_path / "s.yaml"
+    suite.write_text((ROOT / "suites/native-smoke.yaml").read_text())
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(suite),
+                           "--results-dir", str(tmp_path / "r")], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = subprocess.run([sys.executable, "-m", "orchestrator.cli", "report", "latest",
+                             "--results-dir", str(tmp_path / "r")], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    page = Path(report.stdout.split("report: ", 1)[1].strip())
+    ARTIFACTS.mkdir(exist_ok=True)
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=5000"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    images = dom.stdout.count("<img")
+    assert images >= 3, dom.stderr[-500:]
+    assert f"<title>ok:{images}</title>" in dom.stdout  # every figure decoded, no script error
+    shot = ARTIFACTS / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000
