@@ -20,6 +20,7 @@ from orchestrator.proc import CommandError
 from orchestrator.results import EventCount, Journal, Outcome, TrialRecord
 from orchestrator.suite import RequestedMode, Suite
 from orchestrator.targets import Backend, ModeState, Target
+from orchestrator.tracing import TraceWindow
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,6 @@ class Progress:
 
     def close(self) -> None:
         pass
-
-
-class TraceWindow:
-    """Events counted around one trial; `counts` is read after the window closes."""
-
-    def __init__(self) -> None:
-        self.counts: tuple[EventCount, ...] = ()
 
 
 Tracer = Callable[[Target, Point], AbstractContextManager[TraceWindow]]
@@ -133,7 +127,7 @@ class Executor:
         window = TraceWindow()
         try:
             with self.tracer(target, point) as window:
-                done = target.run(argv, timeout=timeout)
+                done = window.collect(target.run(window.wrap(argv), timeout=timeout))
             parsed = workloads.parse(point.kind, done)
         except CommandError as exc:
             what = "timed out" if exc.timed_out else "could not run"

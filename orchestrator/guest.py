@@ -61,6 +61,11 @@ class GuestTarget:
     def facts(self) -> dict[str, Any]:
         return self.info
 
+    @property
+    def host_pid(self) -> int | None:
+        """The guest's QEMU process on the host: what host-side tracing is scoped to."""
+        return self.domain.qemu_pid()
+
 
 FACT_COMMANDS = {
     "kernel_release": ["uname", "-r"],

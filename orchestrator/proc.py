@@ -12,7 +12,9 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +112,35 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+@contextmanager
+def background(argv: Sequence[str], *, settle_s: float = 0.2) -> Iterator[subprocess.Popen[str]]:
+    """A command running alongside the caller (a tracer); killed on every exit path."""
+    argv = [str(a) for a in argv]
+    log.debug("+ (background) %s", shlex.join(argv))
+    try:
+        child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True)
+    except OSError as exc:
+        raise CommandError(argv, None, reason=f"could not start ({exc.strerror})") from exc
+    time.sleep(settle_s)  # let it attach before the measured work starts
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            kill_group(child)
+        child.wait()
+
+
+def stop_background(child: subprocess.Popen[str], sig: int, *, timeout: float) -> str:
+    """Ask a background command to finish (e.g. SIGINT makes perf print), return its stderr."""
+    if child.poll() is None:
+        child.send_signal(sig)
+    try:
+        _, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(child)
+        _, err = child.communicate()
+    return err

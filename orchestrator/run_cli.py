@@ -9,9 +9,11 @@ from typing import Any
 from orchestrator import host_facts, results, runner
 from orchestrator.backends import lab_host_backend
 from orchestrator.errors import BadInput
+from orchestrator.execute import no_tracing
 from orchestrator.progress import make_progress
 from orchestrator.results import resolve_run
 from orchestrator.suite_file import LoadedSuite, load_suite
+from orchestrator.tracing import PerfTracer
 
 DEFAULT_SUITE = Path(__file__).with_name("default_suite.yaml")
 
@@ -68,9 +70,12 @@ def _suite_for_existing(suite: Path | None, run_dir: Path) -> LoadedSuite:
 
 
 def _request(loaded: LoadedSuite, root: Path) -> runner.RunRequest:
+    suite = loaded.suite
+    traced = bool(suite.trace.host or suite.trace.guest) or any(w.trace for w in suite.workloads)
     return runner.RunRequest(
         loaded=loaded, results_root=root, backend_factory=lab_host_backend,
         progress=make_progress(), host_facts=host_facts.collect,
+        tracer=PerfTracer(suite) if traced else no_tracing,
     )
 
 

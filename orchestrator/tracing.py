@@ -1,0 +1,159 @@
+"""Kernel event counts per trial with perf stat: around the workload, and on the host.
+
+Guest side (or the lab host itself for native rows): the workload runs under
+`perf stat -x, -e EVENTS --`, so the count covers exactly that process and its children; perf
+writes its CSV to stderr, which is split off before the workload's own output is read.
+Host side (guests only): `perf stat -p <QEMU pid>` runs from just before to just after the
+trial, so it counts what this guest's vCPUs and device threads caused (kvm:*, kvmmmu:*).
+Names may be globs (`kvmmmu:*`); they are expanded against the events that kernel has
+(`perf list --raw-dump`). An event that kernel lacks is recorded as unavailable (count NaN),
+never as 0; one perf cannot count is likewise unavailable.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from orchestrator import proc
+from orchestrator.plan import Point
+from orchestrator.results import EventCount
+from orchestrator.suite import Suite, TraceSpec
+
+log = logging.getLogger(__name__)
+
+# Used when a suite lists `default` among its events.
+DEFAULT_GUEST = ("page-faults", "minor-faults", "major-faults", "exceptions:page_fault_user",
+                 "tlb:tlb_flush")
+DEFAULT_HOST = ("kvm:kvm_exit", "kvm:kvm_page_fault", "kvmmmu:kvm_mmu_get_page",
+                "kvmmmu:kvm_mmu_sync_page", "kvmmmu:kvm_mmu_unsync_page",
+                "kvmmmu:kvm_mmu_prepare_zap_page", "kvmmmu:fast_page_fault",
+                "kvmmmu:kvm_tdp_mmu_spte_changed")
+
+Runner = Callable[[Sequence[str], float], proc.Completed]
+
+
+def expand(requested: Sequence[str], known: set[str], defaults: Sequence[str]) -> list[str]:
+    """Globs and `default` to concrete names; unmatched names stay (they become unavailable)."""
+    names: list[str] = []
+    for item in requested:
+        for name in defaults if item == "default" else [item]:
+            matches = sorted(fnmatch.filter(known, name)) if any(c in name for c in "*?") \
+                else [name]
+            for match in matches or [name]:
+                if match not in names:
+                    names.append(match)
+    return names
+
+
+def known_events(run: Runner) -> set[str]:
+    done = run(["perf", "list", "--raw-dump", "tracepoint", "sw"], 120)
+    return set(done.stdout.split()) if done.returncode == 0 else set()
+
+
+def parse_perf_csv(stderr: str, names: Sequence[str]) -> tuple[dict[str, float | None], str]:
+    """perf stat -x, lines -> counts (None when perf could not count); the rest of stderr."""
+    counts: dict[str, float | None] = {}
+    rest = []
+    for line in stderr.splitlines():
+        fields = line.split(",")
+        if len(fields) >= 3 and fields[2] in names:
+            value = fields[0].strip()
+            counts[fields[2]] = None if value.startswith("<") else _number(value)
+        else:
+            rest.append(line)
+    return counts, "\n".join(rest)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def events_of(names: Sequence[str], known: set[str], counts: dict[str, float | None],
+              side: str) -> tuple[EventCount, ...]:
+    out = []
+    for name in names:
+        count = counts.get(name) if name in known else None
+        out.append(EventCount(side, name, count, count is not None))
+    return tuple(out)
+
+
+@dataclass
+class TraceWindow:
+    """One trial's events: `wrap` the argv before running, `collect` the finished command."""
+
+    guest_names: list[str] = field(default_factory=list)
+    guest_known: set[str] = field(default_factory=set)
+    counts: tuple[EventCount, ...] = ()
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        usable = [n for n in self.guest_names if n in self.guest_known]
+        if not usable:
+            return argv
+        return ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "--", *argv]
+
+    def collect(self, done: proc.Completed) -> proc.Completed:
+        if not self.guest_names:
+            return done
+        counts, rest = parse_perf_csv(done.stderr, self.guest_names)
+        self.counts += events_of(self.guest_names, self.guest_known, counts, "guest")
+        return proc.Completed(done.argv, done.returncode, done.stdout, rest)
+
+
+@dataclass
+class PerfTracer:
+    """The executor's tracer: knows the suite's event sets and caches what each side has."""
+
+    suite: Suite
+    _known: dict[str, set[str]] = field(default_factory=dict)
+
+    def spec_for(self, point: Point) -> TraceSpec:
+        workload = next(w for w in self.suite.workloads if w.name == point.workload)
+        return workload.trace or self.suite.trace
+
+    @contextmanager
+    def __call__(self, target: object, point: Point) -> Iterator[TraceWindow]:
+        spec = self.spec_for(point)
+        window = TraceWindow()
+        if spec.guest:
+            run = getattr(target, "run")  # noqa: B009 - any Target
+            key = f"guest:{getattr(target, 'name', '')}"
+            if key not in self._known:
+                self._known[key] = known_events(lambda a, t: run(a, timeout=t))
+            window.guest_known = self._known[key]
+            window.guest_names = expand(spec.guest, window.guest_known, DEFAULT_GUEST)
+        pid = getattr(target, "host_pid", None)
+        if spec.host and pid:
+            with self._host_window(spec, pid) as host_counts:
+                yield window
+            window.counts += host_counts()
+        else:
+            yield window
+
+    @contextmanager
+    def _host_window(self, spec: TraceSpec,
+                     pid: int) -> Iterator[Callable[[], tuple[EventCount, ...]]]:
+        if "host" not in self._known:
+            self._known["host"] = known_events(lambda a, t: proc.run(a, timeout=t, check=False))
+        known = self._known["host"]
+        names = expand(spec.host, known, DEFAULT_HOST)
+        usable = [n for n in names if n in known]
+        result: list[EventCount] = []
+        if not usable:
+            yield lambda: events_of(names, known, {}, "host")
+            return
+        argv = ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "-p", str(pid)]
+        with proc.background(argv) as perf:
+            yield lambda: tuple(result)
+            stderr = proc.stop_background(perf, signal.SIGINT, timeout=30)
+        counts, _ = parse_perf_csv(stderr, names)
+        result.extend(events_of(names, known, counts, "host"))
