@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator import workloads
 from orchestrator.errors import OrchestratorError
@@ -129,6 +129,8 @@ class Executor:
             with self.tracer(target, point) as window:
                 done = window.collect(target.run(window.wrap(argv), timeout=timeout))
             parsed = workloads.parse(point.kind, done)
+            if window.problem and not parsed.reason:
+                parsed = replace(parsed, reason=window.problem)
         except CommandError as exc:
             what = "timed out" if exc.timed_out else "could not run"
             parsed = workloads.ParsedTrial(Outcome.ERROR, f"{what}: {exc.one_line()}")

@@ -94,6 +94,7 @@ class TraceWindow:
     guest_names: list[str] = field(default_factory=list)
     guest_known: set[str] = field(default_factory=set)
     counts: tuple[EventCount, ...] = ()
+    problem: str = ""  # a tracer that failed: the trial keeps its timing, the row says why
 
     def wrap(self, argv: list[str]) -> list[str]:
         usable = [n for n in self.guest_names if n in self.guest_known]
@@ -133,15 +134,15 @@ class PerfTracer:
             window.guest_names = expand(spec.guest, window.guest_known, DEFAULT_GUEST)
         pid = getattr(target, "host_pid", None)
         if spec.host and pid:
-            with self._host_window(spec, pid) as host_counts:
+            with self._host_window(spec, pid, window) as host_counts:
                 yield window
             window.counts += host_counts()
         else:
             yield window
 
     @contextmanager
-    def _host_window(self, spec: TraceSpec,
-                     pid: int) -> Iterator[Callable[[], tuple[EventCount, ...]]]:
+    def _host_window(self, spec: TraceSpec, pid: int,
+                     window: TraceWindow) -> Iterator[Callable[[], tuple[EventCount, ...]]]:
         if "host" not in self._known:
             self._known["host"] = known_events(lambda a, t: proc.run(a, timeout=t, check=False))
         known = self._known["host"]
@@ -154,6 +155,11 @@ class PerfTracer:
         argv = ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "-p", str(pid)]
         with proc.background(argv) as perf:
             yield lambda: tuple(result)
+            died = perf.poll() is not None  # before we asked it to stop
             stderr = proc.stop_background(perf, signal.SIGINT, timeout=30)
         counts, _ = parse_perf_csv(stderr, names)
+        if died:
+            counts = {}  # whatever it printed covers only part of the trial
+            window.problem = f"host tracer died mid-trial (exit {perf.returncode})"
+            log.warning("%s: %s", window.problem, stderr.strip()[-200:])
         result.extend(events_of(names, known, counts, "host"))
