@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -34,12 +35,22 @@ def project_domains(uri: str) -> list[str]:
 
 
 @pytest.fixture()
-def no_leftover_domains(libvirtd: str) -> Iterator[None]:
+def no_leftover_domains(libvirtd: str, tmp_path: Path) -> Iterator[None]:
+    """No guest of this test survives it: its own `orch-test-*` domains and those its runs
+    (under tmp_path) recorded. Other processes on a shared machine may boot guests meanwhile."""
     before = set(project_domains(libvirtd))
     yield
-    # benchmarks run by hand may boot their own guests meanwhile: only tests' guests count
-    left = {n for n in project_domains(libvirtd) if not n.startswith("orch-bench-")}
-    assert left <= before, f"a test left a guest behind: {sorted(left - before)}"
+    ours = {n for n in project_domains(libvirtd) if n not in before
+            and (n.startswith("orch-test-") or n in recorded_domains(tmp_path))}
+    assert not ours, f"a test left a guest behind: {sorted(ours)}"
+
+
+def recorded_domains(root: Path) -> set[str]:
+    names = set()
+    for manifest in root.rglob("manifest.json"):
+        data = json.loads(manifest.read_text())
+        names |= {g.get("domain", "") for g in data.get("guests", {}).values()}
+    return names
 
 
 def spec_for(image: Image, tmp_path: Path, *, cmdline: str = "console=ttyS0 panic=-1 quiet",
