@@ -18,6 +18,7 @@ from orchestrator.errors import Unavailable
 from orchestrator.guest import GuestTarget, booted_guest, domain_spec, guest_facts, unique_name
 from orchestrator.images import Image, load_image, overlay
 from orchestrator.libvirt_domain import DomainSpec, default_uri
+from orchestrator.paging import paging_mode
 from orchestrator.ssh import new_run_key
 from orchestrator.suite import AccelChoice, RequestedMode
 from orchestrator.suite_file import LoadedSuite
@@ -33,6 +34,7 @@ class LabHostBackend:
     bin_dir: Path | None = None
     sysfs_root: Path = Path("/")
     uri: str = field(default_factory=default_uri)
+    force: bool = False  # reload KVM even while other VMs hold /dev/kvm
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:
@@ -56,13 +58,9 @@ class LabHostBackend:
         if choice is AccelChoice.TCG:
             yield ModeState(mode, "tcg", "tcg", {"reasons": ["the suite asked for accel: tcg"]})
             return
-        if report.paging_mode != mode.value:
-            raise Unavailable(f"the host's KVM is in {report.paging_mode} mode "
-                              f"({report.kvm_module} {report.params}), not {mode.value}",
-                              hint="reload the KVM module with the matching parameter, or "
-                                   "list only the host's current mode in `paging:`")
-        yield ModeState(mode, report.paging_mode, "kvm",
-                        {"module": report.kvm_module, **report.params})
+        with paging_mode(mode.value, root=self.sysfs_root, force=self.force) as verified:
+            yield ModeState(mode, verified.paging_mode, "kvm",
+                            {"module": verified.kvm_module, **verified.params})
 
     def open_target(self, state: ModeState, guest: str) -> AbstractContextManager[Target]:
         if state.requested is RequestedMode.NATIVE:
@@ -111,5 +109,6 @@ def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
         path.unlink(missing_ok=True)
 
 
-def lab_host_backend(loaded: LoadedSuite, run_dir: Path) -> LabHostBackend:
-    return LabHostBackend(loaded, run_dir)
+def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *,
+                     force: bool = False) -> LabHostBackend:
+    return LabHostBackend(loaded, run_dir, force=force)

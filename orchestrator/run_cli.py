@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from orchestrator import host_facts, results, runner
 from orchestrator.backends import lab_host_backend
 from orchestrator.errors import BadInput
 from orchestrator.execute import no_tracing
+from orchestrator.lock import run_lock
 from orchestrator.progress import make_progress
 from orchestrator.results import resolve_run
 from orchestrator.suite_file import LoadedSuite, load_suite
@@ -31,6 +33,9 @@ def add_parser(sub: Any) -> None:
                        help="re-run only the trials of a run that failed or errored")
     again.add_argument("--replay", type=Path, metavar="RUN_DIR",
                        help="run the exact suite of an earlier run again, as a new run")
+    run.add_argument("--force-mode-switch", action="store_true",
+                     help="reload KVM for a paging mode even while other VMs use /dev/kvm "
+                          "(they will break)")
     run.set_defaults(func=cmd_run)
 
 
@@ -39,12 +44,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if existing is not None:
         run_dir = resolve_run(existing)
         loaded = _suite_for_existing(args.suite, run_dir)
-        req = _request(loaded, run_dir.parent)
-        outcome = runner.resume_run(req, run_dir, only_failed=args.rerun_failed is not None)
+        req = _request(loaded, run_dir.parent, args.force_mode_switch)
+        with run_lock(what=f"resume {run_dir.name}"):
+            outcome = runner.resume_run(req, run_dir,
+                                        only_failed=args.rerun_failed is not None)
     else:
         loaded = _suite_for_new(args)
-        req = _request(loaded, args.results_dir or results.default_root())
-        outcome = runner.start_run(req)
+        req = _request(loaded, args.results_dir or results.default_root(),
+                       args.force_mode_switch)
+        with run_lock(what=f"suite {loaded.suite.name}"):
+            outcome = runner.start_run(req)
     _print_summary(outcome)
     return outcome.exit_code
 
@@ -69,11 +78,12 @@ def _suite_for_existing(suite: Path | None, run_dir: Path) -> LoadedSuite:
     return stored
 
 
-def _request(loaded: LoadedSuite, root: Path) -> runner.RunRequest:
+def _request(loaded: LoadedSuite, root: Path, force: bool) -> runner.RunRequest:
     suite = loaded.suite
     traced = bool(suite.trace.host or suite.trace.guest) or any(w.trace for w in suite.workloads)
     return runner.RunRequest(
-        loaded=loaded, results_root=root, backend_factory=lab_host_backend,
+        loaded=loaded, results_root=root,
+        backend_factory=partial(lab_host_backend, force=force),
         progress=make_progress(), host_facts=host_facts.collect,
         tracer=PerfTracer(suite) if traced else no_tracing,
     )

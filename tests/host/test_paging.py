@@ -1,0 +1,156 @@
+"""Paging-mode switching on recorded sysfs shapes, with modprobe faked at the proc boundary
+(these machines have no VMX/SVM: the Intel ept= path can only be exercised like this)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from orchestrator import proc
+from orchestrator.errors import HarnessError, LockHeld
+from orchestrator.lock import run_lock
+from orchestrator.paging import kvm_holders, mode_switch_commands, paging_mode
+
+
+class FakeModprobe:
+    """Rewrites the fake tree's parameter files as the real modprobe would; records calls."""
+
+    def __init__(self, root: Path, vendor: str, *, fail_on: str | None = None) -> None:
+        self.root, self.vendor, self.fail_on = root, vendor, fail_on
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], *, timeout: float,
+                 check: bool = True) -> proc.Completed:
+        argv = list(argv)
+        self.calls.append(argv)
+        if self.fail_on and self.fail_on in argv:
+            raise proc.CommandError(argv, 1, "", "modprobe: ERROR: could not insert")
+        mod = self.root / "sys/module"
+        if argv[1] == "-r":
+            for name in argv[2:]:
+                if not (mod / name).exists():
+                    continue
+                for param in (mod / name / "parameters").glob("*"):
+                    param.unlink()
+                (mod / name / "parameters").rmdir()
+                (mod / name).rmdir()
+        else:
+            name, settings = argv[1], argv[2:]
+            (mod / name / "parameters").mkdir(parents=True)
+            for setting in settings:
+                key, value = setting.split("=")
+                (mod / name / "parameters" / key).write_text(
+                    "Y\n" if value == "1" else "N\n")
+        return proc.Completed(tuple(argv), 0, "", "")
+
+
+def host(tmp_path: Path, vendor: str, tdp: str = "Y", tdp_mmu: str = "Y") -> Path:
+    param = {"kvm_intel": "ept", "kvm_amd": "npt"}[vendor]
+    for module, values in ((vendor, {param: tdp}), ("kvm", {"tdp_mmu": tdp_mmu})):
+        (tmp_path / "sys/module" / module / "parameters").mkdir(parents=True)
+        for key, value in values.items():
+            (tmp_path / "sys/module" / module / "parameters" / key).write_text(value + "\n")
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/kvm").write_text("")
+    (tmp_path / "proc").mkdir()
+    return tmp_path
+
+
+def param(root: Path, module: str, name: str) -> str:
+    return (root / "sys/module" / module / "parameters" / name).read_text().strip()
+
+
+@pytest.mark.parametrize(("vendor", "name"), [("kvm_intel", "ept"), ("kvm_amd", "npt")])
+def test_switch_to_shadow_verifies_and_restores(tmp_path: Path, vendor: str, name: str) -> None:
+    root = host(tmp_path, vendor)
+    modprobe = FakeModprobe(root, vendor)
+    with paging_mode("shadow", root=root, runner=modprobe) as verified:
+        assert verified.paging_mode == "shadow"
+        assert param(root, vendor, name) == "N"
+    assert param(root, vendor, name) == "Y" and param(root, "kvm", "tdp_mmu") == "Y"
+    assert modprobe.calls[:3] == [list(c) for c in mode_switch_commands(vendor, "shadow")]
+
+
+def test_tdp_legacy_uses_tdp_mmu_off(tmp_path: Path) -> None:
+    root = host(tmp_path, "kvm_intel")
+    with paging_mode("tdp-legacy", root=root, runner=FakeModprobe(root, "kvm_intel")) as v:
+        assert v.paging_mode == "tdp-legacy" and param(root, "kvm", "tdp_mmu") == "N"
+    assert param(root, "kvm", "tdp_mmu") == "Y"
+
+
+def test_already_in_the_mode_touches_nothing(tmp_path: Path) -> None:
+    root = host(tmp_path, "kvm_amd")
+    modprobe = FakeModprobe(root, "kvm_amd")
+    with paging_mode("tdp", root=root, runner=modprobe):
+        pass
+    assert modprobe.calls == []
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("guest crashed"), KeyboardInterrupt()])
+def test_restored_after_an_error_or_ctrl_c(tmp_path: Path, exc: BaseException) -> None:
+    root = host(tmp_path, "kvm_intel")
+    with pytest.raises(type(exc)), paging_mode("shadow", root=root,
+                                                runner=FakeModprobe(root, "kvm_intel")):
+        raise exc
+    assert param(root, "kvm_intel", "ept") == "Y"
+
+
+def test_refuses_while_another_vm_holds_dev_kvm(tmp_path: Path) -> None:
+    root = host(tmp_path, "kvm_intel")
+    fd_dir = root / "proc/4242/fd"
+    fd_dir.mkdir(parents=True)
+    (root / "proc/4242/comm").write_text("qemu-system-x86\n")
+    os.symlink("/dev/kvm", fd_dir / "11")
+    assert kvm_holders(root) == ["4242 (qemu-system-x86)"]
+    modprobe = FakeModprobe(root, "kvm_intel")
+    with pytest.raises(HarnessError, match=r"held by 4242 \(qemu-system-x86\)") as info, \
+            paging_mode("shadow", root=root, runner=modprobe):
+        pass
+    assert "--force-mode-switch" in info.value.hint and modprobe.calls == []
+    with paging_mode("shadow", root=root, runner=modprobe, force=True) as forced:
+        assert forced.paging_mode == "shadow"
+
+
+def test_a_failed_reload_is_followed_by_a_restore(tmp_path: Path) -> None:
+    root = host(tmp_path, "kvm_amd")
+    modprobe = FakeModprobe(root, "kvm_amd", fail_on="npt=0")
+    with pytest.raises(proc.CommandError), paging_mode("shadow", root=root, runner=modprobe):
+        pass
+    assert param(root, "kvm_amd", "npt") == "Y"  # reloaded with the original parameters
+    assert modprobe.calls[-1] == ["modprobe", "kvm_amd", "npt=1"]
+
+
+def test_lock_second_holder_is_refused_with_the_holder(tmp_path: Path) -> None:
+    lock = tmp_path / "l"
+    with run_lock(lock, what="first"), pytest.raises(LockHeld, match="first") as info, \
+            run_lock(lock):
+        pass
+    assert info.value.exit_code == 5
+    with run_lock(lock):  # released after the first holder exits
+        pass
+
+
+def test_lock_released_on_exception(tmp_path: Path) -> None:
+    lock = tmp_path / "l"
+    with pytest.raises(RuntimeError), run_lock(lock):
+        raise RuntimeError
+    with run_lock(lock):
+        pass
+
+
+def test_a_second_run_exits_5_while_the_lock_is_held(tmp_path: Path,
+                                                     private_run_lock: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: l\npaging: [native]\nworkloads: [{name: n, kind: noop}]\n")
+    with run_lock(private_run_lock, what="nightly"):
+        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(suite),
+                               "--results-dir", str(tmp_path / "r")], capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 5
+    assert "another run holds the lock" in done.stderr and "nightly" in done.stderr
+    assert not (tmp_path / "r").exists()  # nothing started, nothing to clean up
