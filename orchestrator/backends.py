@@ -8,6 +8,7 @@ the suite. Without usable KVM (the project's own machines), guests run under TCG
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class LabHostBackend:
             yield ModeState(mode, "tcg", "tcg", {"reasons": ["the suite asked for accel: tcg"]})
             return
         with paging_mode(mode.value, root=self.sysfs_root, force=self.force) as verified:
-            yield ModeState(mode, verified.paging_mode, "kvm",
+            yield ModeState(mode, verified.paging_mode, kvm_label(),
                             {"module": verified.kvm_module, **verified.params})
 
     def open_target(self, state: ModeState, guest: str) -> AbstractContextManager[Target]:
@@ -94,6 +95,12 @@ class LabHostBackend:
         manifest = results.read_manifest(self.run_dir)
         manifest.setdefault("guests", {})[key] = facts
         results.write_json_atomic(self.run_dir / results.MANIFEST, manifest)
+
+
+def kvm_label() -> str:
+    """`kvm`, or `nested-tcg` when this host is the nested lab's L1 (set by `orchestrate lab`)."""
+    label = os.environ.get("ORCH_ACCEL_LABEL", "kvm")
+    return label if label in ("kvm", "nested-tcg") else "kvm"
 
 
 @contextmanager

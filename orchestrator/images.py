@@ -125,7 +125,7 @@ def shared_libraries(binary: str) -> list[Path]:
     return libs
 
 
-def _install(src: Path, root: Path, dest: str | None = None, mode: int | None = None) -> None:
+def install_file(src: Path, root: Path, dest: str | None = None, mode: int | None = None) -> None:
     target = root / (dest or str(src)).lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, target, follow_symlinks=True)
@@ -137,16 +137,16 @@ def _populate_root(root: Path, release: str, bin_dir: Path) -> None:
     for empty in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "var/tmp", "etc/dropbear"):
         (root / empty).mkdir(parents=True, exist_ok=True)
     for binary in EXECUTABLES:
-        _install(Path(binary), root)
+        install_file(Path(binary), root)
         for lib in shared_libraries(binary):
-            _install(lib, root)
+            install_file(lib, root)
     modules = module_order(release, MODULES)
     for name in modules:
-        _install(module_path(release, name), root, f"/lib/modules/{name}.ko")
+        install_file(module_path(release, name), root, f"/lib/modules/{name}.ko")
     (root / "etc/modules-order").write_text("\n".join(modules) + "\n")
     for workload in sorted(bin_dir.iterdir()):
-        _install(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
-    _install(RECIPE_DIR / "init", root, "/init", 0o755)
+        install_file(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
+    install_file(RECIPE_DIR / "init", root, "/init", 0o755)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
     (root / "etc/shells").write_text("/bin/sh\n")
@@ -164,7 +164,7 @@ def _host_key(root: Path, out_dir: Path) -> str:
     return key_line
 
 
-def _cpio(root: Path, out: Path) -> None:
+def write_cpio(root: Path, out: Path) -> None:
     """newc cpio of root, gzip-compressed (the kernel unpacks it as the initramfs)."""
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     listing = "\n".join([".", *names]) + "\n"
@@ -192,7 +192,7 @@ def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
         staging.mkdir()
         _populate_root(root, release, bins)
         key_line = _host_key(root, staging)
-        _cpio(root, staging / "initrd.img")
+        write_cpio(root, staging / "initrd.img")
         shutil.copy2(kernel, staging / "vmlinuz")
         image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
                       digest)
@@ -257,18 +257,18 @@ def _debian_rootfs(root: Path, bin_dir: Path) -> str:
     """mmdebstrap into root, then the orchestrator's pieces; returns the host key line."""
     proc.run(["mmdebstrap", "--quiet", "--variant=minbase",
               "--include=" + ",".join(DEBIAN_PACKAGES), "bookworm", str(root)], timeout=1800)
-    _install(DEBIAN_DIR / "orch-ssh-key", root, "/usr/local/sbin/orch-ssh-key", 0o755)
-    _install(DEBIAN_DIR / "orch-ssh-key.service", root,
+    install_file(DEBIAN_DIR / "orch-ssh-key", root, "/usr/local/sbin/orch-ssh-key", 0o755)
+    install_file(DEBIAN_DIR / "orch-ssh-key.service", root,
              "/etc/systemd/system/orch-ssh-key.service", 0o644)
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     (wants / "orch-ssh-key.service").symlink_to("/etc/systemd/system/orch-ssh-key.service")
-    _install(DEBIAN_DIR / "interfaces", root, "/etc/network/interfaces", 0o644)
-    _install(DEBIAN_DIR / "sshd_config", root, "/etc/ssh/sshd_config", 0o644)
+    install_file(DEBIAN_DIR / "interfaces", root, "/etc/network/interfaces", 0o644)
+    install_file(DEBIAN_DIR / "sshd_config", root, "/etc/ssh/sshd_config", 0o644)
     (root / "etc/hostname").write_text("orch-guest\n")
     (root / "etc/fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
     for workload in sorted(bin_dir.iterdir()):
-        _install(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
+        install_file(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
     for old in (root / "etc/ssh").glob("ssh_host_*"):
         old.unlink()
     key = root / "etc/ssh/ssh_host_ed25519_key"

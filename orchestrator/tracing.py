@@ -15,10 +15,15 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
+import os
 import signal
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from orchestrator import proc
 from orchestrator.plan import Point
@@ -152,14 +157,48 @@ class PerfTracer:
         if not usable:
             yield lambda: events_of(names, known, {}, "host")
             return
-        argv = ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "-p", str(pid)]
-        with proc.background(argv) as perf:
-            yield lambda: tuple(result)
-            died = perf.poll() is not None  # before we asked it to stop
-            stderr = proc.stop_background(perf, signal.SIGINT, timeout=30)
+        with tempfile.TemporaryDirectory(prefix="orch-perf-") as tmp:
+            ctl, ack = Path(tmp) / "ctl", Path(tmp) / "ack"
+            os.mkfifo(ctl)
+            os.mkfifo(ack)
+            # -D -1: start disabled; counting begins only when perf acks "enable", so a slow
+            # perf start (seconds, in a nested lab) can never miss the start of the trial
+            argv = ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable),
+                    "-p", str(pid), "-D", "-1", "--control", f"fifo:{ctl},{ack}"]
+            with proc.background(argv, settle_s=0) as perf:
+                enabled = _enable(ctl, ack, perf, deadline_s=120)
+                yield lambda: tuple(result)
+                died = not enabled or perf.poll() is not None  # before we asked it to stop
+                stderr = proc.stop_background(perf, signal.SIGINT, timeout=60)
         counts, _ = parse_perf_csv(stderr, names)
         if died:
             counts = {}  # whatever it printed covers only part of the trial
-            window.problem = f"host tracer died mid-trial (exit {perf.returncode})"
+            window.problem = (f"host tracer died mid-trial (exit {perf.returncode})" if enabled
+                              else "host tracer never started counting")
             log.warning("%s: %s", window.problem, stderr.strip()[-200:])
         result.extend(events_of(names, known, counts, "host"))
+
+
+def _enable(ctl: Path, ack: Path, perf: subprocess.Popen[str], *, deadline_s: float) -> bool:
+    """Tell a disabled perf to start counting; True once it has acknowledged."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end and perf.poll() is None:
+        try:
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until perf opens it
+        except OSError:
+            time.sleep(0.05)
+            continue
+        ack_fd = os.open(ack, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"enable\n")
+            while time.monotonic() < end and perf.poll() is None:
+                try:
+                    if os.read(ack_fd, 64).startswith(b"ack"):
+                        return True
+                except BlockingIOError:
+                    pass
+                time.sleep(0.02)
+        finally:
+            os.close(fd)
+            os.close(ack_fd)
+    return False

@@ -1,0 +1,160 @@
+"""The nested lab: an L1 lab host booted under TCG with `-cpu max` (which emulates AMD SVM with
+NPT), running Debian's kernel and kvm_amd, so real L2 guests run under real KVM with npt=1
+(two-dimensional paging) or npt=0 (KVM's shadow MMU) on a machine without VMX/SVM.
+
+L1's root is this host's own / shared read-only over 9p (so its QEMU, libvirt, perf, Python and
+this checkout's virtual environment are used as they are), with tmpfs where a host writes; a
+second, writable 9p share carries keys in and results out. L1 is driven over SSH (dropbear on a
+forwarded 127.0.0.1 port, host key pinned), so the orchestrator itself runs inside L1 exactly
+as on a bare-metal lab host; its rows say accel=nested-tcg.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator import proc
+from orchestrator.images import (
+    default_cache_root,
+    install_file,
+    installed_kernel,
+    module_order,
+    module_path,
+    write_cpio,
+)
+from orchestrator.libvirt_domain import pick_free_port
+from orchestrator.ssh import GuestSession, new_run_key, wait_for_ssh
+from orchestrator.targets import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+LAB_INIT = PROJECT_ROOT / "images" / "lab" / "init"
+LAB_MODULES = ["virtio_pci", "virtio_net", "9pnet_virtio", "9p"]
+L1_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def lab_initrd(cache_root: Path | None = None) -> tuple[Path, Path]:
+    """(kernel, initramfs) for L1, cached by the init script and the kernel release."""
+    release, kernel = installed_kernel()
+    digest = hashlib.sha256(LAB_INIT.read_bytes() + release.encode()).hexdigest()[:16]
+    out = (cache_root or default_cache_root()) / f"lab-{digest}"
+    if not (out / "initrd.img").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            root = Path(tmp) / "root"
+            for empty in ("proc", "sys", "dev", "newroot", "etc"):
+                (root / empty).mkdir(parents=True)
+            install_file(Path("/bin/busybox"), root)
+            modules = module_order(release, LAB_MODULES)
+            for name in modules:
+                install_file(module_path(release, name), root, f"/lib/modules/{name}.ko")
+            (root / "etc/modules-order").write_text("\n".join(modules) + "\n")
+            install_file(LAB_INIT, root, "/init", 0o755)
+            staging = Path(tmp) / "out"
+            staging.mkdir()
+            write_cpio(root, staging / "initrd.img")
+            if out.exists():
+                shutil.rmtree(out)
+            staging.rename(out)
+    return kernel, out / "initrd.img"
+
+
+@dataclass
+class Lab:
+    session: GuestSession
+    workdir: Path  # the writable share: /mnt inside L1
+    ssh_port: int
+
+    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> proc.Completed:
+        """A command on the lab host (L1), with proc.run's contract."""
+        return self.session.run(["env", f"PATH={L1_PATH}", *argv], timeout=timeout,
+                                check=check)
+
+    def sysfs_read(self, path: str) -> str:
+        return self.run(["cat", path], timeout=60).stdout.strip()
+
+
+def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib: int,
+               smp: int) -> list[str]:
+    return [
+        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
+        "-smp", str(smp), "-m", str(memory_mib), "-nographic", "-no-reboot",
+        "-kernel", str(kernel), "-initrd", str(initrd),
+        "-append", "console=ttyS0 panic=-1 quiet",
+        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
+                   "multidevs=remap",
+        "-virtfs", f"local,path={workdir},mount_tag=labwork,security_model=none,"
+                   "multidevs=remap",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device", "virtio-net-pci,netdev=n0",
+        "-serial", f"file:{workdir / 'l1-console.log'}", "-monitor", "none",
+    ]
+
+
+def _host_key(workdir: Path) -> str:
+    key = workdir / "lab_host_key"
+    proc.run(["dropbearkey", "-t", "ed25519", "-f", str(key)], timeout=60)
+    public = proc.run(["dropbearkey", "-y", "-f", str(key)], timeout=60).stdout
+    line = next(x for x in public.splitlines() if x.startswith("ssh-ed25519 "))
+    return " ".join(line.split()[:2])
+
+
+@contextmanager
+def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
+               boot_timeout: float = 900) -> Iterator[Lab]:
+    """Boot L1 and hand it over; QEMU is killed on every exit path."""
+    kernel, initrd = lab_initrd()
+    workdir.mkdir(parents=True, exist_ok=True)
+    key, public = new_run_key(workdir / "client")
+    (workdir / "authorized_keys").write_text(public + "\n")
+    host_key = _host_key(workdir)
+    port = pick_free_port()
+    argv = _qemu_argv(kernel, initrd, workdir, port, memory_mib, smp)
+    with proc.background(argv, settle_s=0) as qemu:
+        def console() -> str:
+            text = (workdir / "l1-console.log").read_text(errors="replace").strip()
+            return f"last line {text.splitlines()[-1:]!r}, log {workdir / 'l1-console.log'}"
+
+        session = wait_for_ssh("127.0.0.1", port, user="root", key=key, host_key=host_key,
+                               deadline_s=boot_timeout, alive=lambda: qemu.poll() is None,
+                               console=console)
+        try:
+            yield Lab(session, workdir, port)
+        finally:
+            session.close()
+
+
+# Inside L1, libvirt's private /dev namespace does not work on the 9p/chroot root, and the
+# read-only root cannot be relabelled: QEMU runs as root without namespaces there.
+LAB_QEMU_CONF = 'namespaces = []\nuser = "root"\ngroup = "root"\ndynamic_ownership = 0\n'
+
+
+def start_libvirtd(lab: Lab) -> None:
+    conf = lab.workdir / "qemu.conf"
+    conf.write_text(LAB_QEMU_CONF)
+    lab.run(["mount", "--bind", "/mnt/qemu.conf", "/etc/libvirt/qemu.conf"], timeout=60)
+    lab.run(["virtlogd", "-d"], timeout=120)
+    lab.run(["libvirtd", "-d"], timeout=120)
+    lab.run(["sh", "-c", "for i in $(seq 1 120); do virsh -c qemu:///system version "
+             ">/dev/null 2>&1 && exit 0; sleep 1; done; exit 1"], timeout=300)
+
+
+def load_kvm(lab: Lab, npt: bool = True) -> None:
+    lab.run(["modprobe", "kvm_amd", f"npt={1 if npt else 0}"], timeout=300)
+
+
+def run_in_lab(lab: Lab, suite_text: str, *, timeout: float) -> proc.Completed:
+    """`orchestrate run` inside L1 on the suite; results land in the shared workdir."""
+    (lab.workdir / "suite.yaml").write_text(suite_text)
+    venv = PROJECT_ROOT / ".venv" / "bin" / "orchestrate"
+    return lab.run(["env", "ORCH_ACCEL_LABEL=nested-tcg", "ORCH_LOCK=/run/lock/orch.lock",
+                    f"ORCH_WORKLOADS_BIN={PROJECT_ROOT / 'guest-workloads' / 'bin'}",
+                    str(venv), "run", "/mnt/suite.yaml", "--results-dir", "/mnt/results"],
+                   timeout=timeout, check=False)
