@@ -14,7 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from orchestrator import accel, compare, gc, history, images, report, results_cli, run_cli
+from orchestrator import (
+    accel,
+    compare,
+    gc,
+    history,
+    images,
+    lab,
+    report,
+    results_cli,
+    run_cli,
+)
 from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.plan import make_plan, plan_json
 from orchestrator.suite_file import load_suite
@@ -47,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     compare.add_parser(sub)
     history.add_parser(sub)
+    lab.add_parser(sub)
     return parser
 
 

@@ -29,7 +29,8 @@ def unique_name(run_id: str, guest: str) -> str:
 def domain_spec(unique: str, cfg: Guest, image: Image, *, run_id: str, accel: str,
                 logs: Path, disk: Path | None = None) -> DomainSpec:
     return DomainSpec(
-        name=unique, run_id=run_id, accel=accel, vcpus=cfg.vcpus,
+        # nested-tcg labels rows from the nested lab; the guest itself runs under KVM there
+        name=unique, run_id=run_id, accel="kvm" if accel in ("kvm", "nested-tcg") else "tcg", vcpus=cfg.vcpus,
         memory_mib=cfg.memory >> 20, hugepages=cfg.hugepages.value, cpu_pins=cfg.cpu_pins,
         kernel=image.kernel, initrd=image.initrd,
         cmdline=" ".join(filter(None, [BASE_CMDLINE, image.boot_args, cfg.cmdline])),

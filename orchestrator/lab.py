@@ -11,17 +11,22 @@ as on a bare-metal lab host; its rows say accel=nested-tcg.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from orchestrator import proc
+from orchestrator import proc, results
+from orchestrator.errors import ExitCode, HarnessError
 from orchestrator.images import (
+    build_mini,
     default_cache_root,
     install_file,
     installed_kernel,
@@ -31,7 +36,9 @@ from orchestrator.images import (
 )
 from orchestrator.libvirt_domain import pick_free_port
 from orchestrator.ssh import GuestSession, new_run_key, wait_for_ssh
+from orchestrator.suite_file import load_suite
 from orchestrator.targets import PROJECT_ROOT
+from orchestrator.units import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +165,41 @@ def run_in_lab(lab: Lab, suite_text: str, *, timeout: float) -> proc.Completed:
                     f"ORCH_WORKLOADS_BIN={PROJECT_ROOT / 'guest-workloads' / 'bin'}",
                     str(venv), "run", "/mnt/suite.yaml", "--results-dir", "/mnt/results"],
                    timeout=timeout, check=False)
+
+
+def add_parser(sub: Any) -> None:
+    lab = sub.add_parser("lab", help="the nested lab: real KVM (npt=1/0) inside a TCG L1 host")
+    verbs = lab.add_subparsers(dest="lab_verb", required=True)
+    run = verbs.add_parser("run", help="run a suite's paging comparison in the nested lab")
+    run.add_argument("suite", type=Path)
+    run.add_argument("--results-dir", type=Path, default=None)
+    run.add_argument("--timeout", default="3h", help="for the whole run inside L1 (3h)")
+    run.set_defaults(func=cmd_lab_run)
+
+
+def cmd_lab_run(args: argparse.Namespace) -> int:
+    loaded = load_suite(args.suite)  # validated here, before minutes of booting
+    build_mini()
+    root = args.results_dir or results.default_root()
+    with tempfile.TemporaryDirectory(prefix="orch-lab-", dir="/var/tmp") as tmp, \
+            nested_lab(Path(tmp)) as lab:
+        load_kvm(lab)
+        start_libvirtd(lab)
+        done = run_in_lab(lab, loaded.text, timeout=parse_duration(args.timeout))
+        sys.stderr.write(done.stderr)
+        run_dir = _collect(Path(tmp) / "results", root)
+    print(f"results: {run_dir}")
+    return done.returncode if done.returncode is not None else ExitCode.HARNESS_BROKE
+
+
+def _collect(lab_results: Path, root: Path) -> Path:
+    """Move the run directory out of the lab's share into the results root; point latest."""
+    runs = [p for p in lab_results.iterdir() if p.is_dir() and not p.is_symlink()]
+    if not runs:
+        raise HarnessError("the run inside the lab produced no run directory",
+                           hint="see the L1 console log; rerun with --debug")
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / runs[0].name
+    shutil.move(str(runs[0]), target)
+    results.update_latest(root, target)
+    return target

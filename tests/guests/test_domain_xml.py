@@ -64,3 +64,15 @@ def test_hugepages_and_pinning() -> None:
     assert page is not None and (page.get("size"), page.get("unit")) == ("1", "G")
     pins = [(p.get("vcpu"), p.get("cpuset")) for p in root.iter("vcpupin")]
     assert pins == [("0", "3"), ("1", "5")]
+
+
+def test_nested_lab_rows_still_boot_kvm_domains(tmp_path: Path) -> None:
+    from orchestrator.guest import domain_spec
+    from orchestrator.images import Image
+    from orchestrator.suite import Guest
+
+    image = Image("mini", tmp_path, tmp_path / "k", tmp_path / "i", "ssh-ed25519 AAAA", "6.1",
+                  "h")
+    for label, domain_type in (("nested-tcg", "kvm"), ("kvm", "kvm"), ("tcg", "qemu")):
+        spec = domain_spec("orch-x", Guest(), image, run_id="r", accel=label, logs=tmp_path)
+        assert parse(spec).get("type") == domain_type
