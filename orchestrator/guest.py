@@ -30,7 +30,8 @@ def domain_spec(unique: str, cfg: Guest, image: Image, *, run_id: str, accel: st
                 logs: Path, disk: Path | None = None) -> DomainSpec:
     return DomainSpec(
         # nested-tcg labels rows from the nested lab; the guest itself runs under KVM there
-        name=unique, run_id=run_id, accel="kvm" if accel in ("kvm", "nested-tcg") else "tcg", vcpus=cfg.vcpus,
+        name=unique, run_id=run_id, accel="kvm" if accel in ("kvm", "nested-tcg") else "tcg",
+        vcpus=cfg.vcpus,
         memory_mib=cfg.memory >> 20, hugepages=cfg.hugepages.value, cpu_pins=cfg.cpu_pins,
         kernel=image.kernel, initrd=image.initrd,
         cmdline=" ".join(filter(None, [BASE_CMDLINE, image.boot_args, cfg.cmdline])),
