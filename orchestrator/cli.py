@@ -20,7 +20,6 @@ from orchestrator import (
     gc,
     history,
     images,
-    lab,
     report,
     results_cli,
     run_cli,
@@ -57,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     compare.add_parser(sub)
     history.add_parser(sub)
-    lab.add_parser(sub)
     return parser
 
 
