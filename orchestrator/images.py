@@ -176,11 +176,17 @@ def write_cpio(root: Path, out: Path) -> None:
     raw.unlink()
 
 
-def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
-               *, force: bool = False) -> Image:
+def require_workloads(bin_dir: Path | None) -> Path:
+    """The built guest workloads every image carries (a clear error if they are not built)."""
     bins = bin_dir or workloads_bin_dir()
     if not bins.is_dir() or not any(bins.iterdir()):
         raise BadInput(f"no guest workloads in {bins}", hint="run `make -C guest-workloads`")
+    return bins
+
+
+def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
+               *, force: bool = False) -> Image:
+    bins = require_workloads(bin_dir)
     release, kernel = installed_kernel()
     digest = recipe_hash(release, kernel, bins)
     out = (cache_root or default_cache_root()) / f"mini-{digest}"
@@ -296,9 +302,7 @@ def _debian_disk(root: Path, staging: Path) -> str:
 
 def build_debian(cache_root: Path | None = None, bin_dir: Path | None = None,
                  *, force: bool = False) -> Image:
-    bins = bin_dir or workloads_bin_dir()
-    if not bins.is_dir() or not any(bins.iterdir()):
-        raise BadInput(f"no guest workloads in {bins}", hint="run `make -C guest-workloads`")
+    bins = require_workloads(bin_dir)
     digest = debian_hash(bins)
     out = (cache_root or default_cache_root()) / f"debian-{digest}"
     if (out / "image.json").exists() and not force:
