@@ -58,10 +58,35 @@ def metric_plots(table: pd.DataFrame, params: list[str], out_dir: Path) -> list[
         if str(metric).startswith(SKIP_METRICS):
             continue
         x = _x_param(rows, params)
-        if x is None:
+        if x is not None:
+            made.append(_line_plot(rows, x, str(workload), str(metric), str(unit), out_dir))
             continue
-        made.append(_line_plot(rows, x, str(workload), str(metric), str(unit), out_dir))
+        swept = _category_params(rows, params)
+        if swept:
+            made.append(_bar_plot(rows, swept, str(workload), str(metric), str(unit), out_dir))
     return made
+
+
+def _category_params(rows: pd.DataFrame, params: list[str]) -> list[str]:
+    """Swept non-numeric parameters (populate, backing, order...): compared as bars."""
+    return [p for p in params if rows[p].dropna().nunique() > 1
+            and not pd.api.types.is_numeric_dtype(rows[p].dropna())]
+
+
+def _bar_plot(rows: pd.DataFrame, swept: list[str], workload: str, metric: str, unit: str,
+              out_dir: Path) -> Path:
+    """Median per combination of the swept values, one bar per paging mode; e.g. ns/page
+    one PTE per fault vs populate, for anonymous and file-backed memory."""
+    labels = rows[swept].astype(str).agg(" ".join, axis=1)
+    medians = rows.assign(point=labels).groupby(["point", "paging_mode"])["median"].median()
+    table = medians.unstack()
+    x = "+".join(swept)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    table.plot.bar(ax=ax, rot=20)
+    ax.set_ylabel(f"{metric} ({unit}), median")
+    ax.set_title(f"{workload}: {metric} by {x}")
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, out_dir, f"{workload}-{metric}-by-{x}")
 
 
 def _line_plot(rows: pd.DataFrame, x: str, workload: str, metric: str, unit: str,

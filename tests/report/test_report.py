@@ -66,3 +66,19 @@ def test_report_of_a_real_run_opens_in_chromium(tmp_path: Path) -> None:
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_categorical_sweeps_become_bar_charts(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestrator.plots import metric_plots
+
+    table = pd.DataFrame({
+        "paging_mode": ["tdp", "tdp", "shadow", "shadow"], "guest": ["g"] * 4,
+        "workload": ["fault"] * 4, "metric": ["ns_per_page"] * 4, "unit": ["ns"] * 4,
+        "populate": ["none", "map-populate"] * 2, "pages": [1000] * 4,
+        "median": [900.0, 300.0, 4000.0, 700.0], "ci_low": [np.nan] * 4,
+        "ci_high": [np.nan] * 4})
+    made = metric_plots(table, ["pages", "populate"], tmp_path)
+    assert [p.name for p in made] == ["fault-ns_per_page-by-populate.png"]
+    assert made[0].stat().st_size > 5_000
