@@ -144,9 +144,14 @@ NPT = "/sys/module/kvm_amd/parameters/npt"
 
 
 def boot_l2(lab: Lab, kernel: Path, initrd: Path, *, timeout: float = 600) -> proc.Completed:
-    """A raw L2 boot under real KVM in L1 that powers off as soon as its init runs."""
+    """A raw L2 boot under real KVM in L1 that powers off as soon as its init runs.
+
+    Kernel and initrd go through the writable share: L1's tmpfs over /tmp hides a checkout
+    (and so its image cache) that lives under the host's /tmp."""
+    for path in (kernel, initrd):
+        shutil.copy2(path, lab.workdir / f"l2-{path.name}")
     return lab.run(["timeout", str(int(timeout)), "qemu-system-x86_64", "-machine", "q35",
                     "-enable-kvm", "-cpu", "host", "-m", "512", "-nographic", "-no-reboot",
-                    "-kernel", str(kernel), "-initrd", str(initrd), "-append",
-                    "console=ttyS0 panic=-1 rdinit=/bin/busybox poweroff -f"],
+                    "-kernel", f"/mnt/l2-{kernel.name}", "-initrd", f"/mnt/l2-{initrd.name}",
+                    "-append", "console=ttyS0 panic=-1 rdinit=/bin/busybox poweroff -f"],
                    timeout=timeout + 30, check=False)

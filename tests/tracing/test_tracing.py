@@ -116,6 +116,8 @@ def test_a_tracer_that_dies_mid_trial_marks_the_trial_and_the_run_goes_on(
         killer.join()
     trials = run.trials[run.trials["metric"] == "touch_us"]
     assert len(trials) == 2 and set(trials["outcome"]) == {"ok"}  # timings kept, run went on
-    assert trials["reason"].str.contains("host tracer died mid-trial").all()
+    # killed after it started counting, or before it could: both are said, never hidden
+    assert trials["reason"].str.contains(
+        "host tracer (?:died mid-trial|never started counting)").all()
     exits = run.events[run.events["event"] == "kvm:kvm_exit"]
     assert (~exits["available"]).all() and exits["count"].isna().all()
