@@ -16,7 +16,14 @@ from pathlib import Path
 
 from orchestrator import accel, results
 from orchestrator.errors import Unavailable
-from orchestrator.guest import GuestTarget, booted_guest, domain_spec, guest_facts, unique_name
+from orchestrator.guest import (
+    GuestTarget,
+    booted_guest,
+    domain_spec,
+    guest_facts,
+    launcher_name,
+    unique_name,
+)
 from orchestrator.images import Image, load_image, overlay
 from orchestrator.libvirt_domain import DomainSpec, default_uri
 from orchestrator.paging import paging_mode
@@ -36,10 +43,12 @@ class LabHostBackend:
     sysfs_root: Path = Path("/")
     uri: str = field(default_factory=default_uri)
     force: bool = False  # reload KVM even while other VMs hold /dev/kvm
+    launcher: str = field(default_factory=launcher_name)
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:
-            return native_mode()
+            # the nested lab's L1 is itself emulated: its "native" numbers are TCG numbers
+            return native_mode("tcg" if kvm_label() == "nested-tcg" else "native")
         return self._virtual_mode(mode)
 
     @contextmanager
@@ -85,9 +94,10 @@ class LabHostBackend:
                 public: str) -> Iterator[Target]:
         boot = self.loaded.suite.timeouts.boot
         with booted_guest(spec, image, key=key, public_key=public, uri=self.uri,
-                          boot_timeout=boot) as (domain, session):
+                          boot_timeout=boot, launcher=self.launcher) as (domain, session):
             facts = {**guest_facts(session), "image": image.to_dict(), "accel": state.accel,
-                     "paging_mode": state.verified, "domain": spec.name}
+                     "paging_mode": state.verified, "domain": spec.name,
+                     "launcher": self.launcher}
             self._record_guest(f"{state.verified}/{name}", facts)
             yield GuestTarget(name, state.verified, state.accel, session, domain, info=facts)
 

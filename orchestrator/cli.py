@@ -20,6 +20,7 @@ from orchestrator import (
     gc,
     history,
     images,
+    lab_run,
     report,
     results_cli,
     run_cli,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     compare.add_parser(sub)
     history.add_parser(sub)
+    lab_run.add_parser(sub)
     return parser
 
 

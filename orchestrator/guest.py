@@ -2,24 +2,53 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator import proc
-from orchestrator.errors import HarnessError
+from orchestrator.errors import BadInput, HarnessError
 from orchestrator.images import GUEST_BIN, Image
-from orchestrator.libvirt_domain import DomainSpec, RunningDomain, pick_free_port, running_domain
+from orchestrator.libvirt_domain import DomainSpec, pick_free_port, running_domain
 from orchestrator.proc import CommandError
+from orchestrator.qemu_direct import running_qemu
 from orchestrator.ssh import GuestSession, kernel_key_arg, wait_for_ssh
 from orchestrator.suite import Guest
 
 # panic=-1: a panic reboots at once, and on_reboot=destroy ends the domain, so a crashed guest
 # is seen within a second instead of hanging until a timeout.
 BASE_CMDLINE = "console=ttyS0 panic=-1 quiet"
+
+
+class GuestDomain(Protocol):
+    """A running guest, whichever launcher started it (libvirt or QEMU directly)."""
+
+    name: str
+    console_log: Path
+
+    def is_alive(self) -> bool: ...
+    def console_tail(self, lines: int = 15) -> str: ...
+    def qemu_pid(self) -> int | None: ...
+
+
+LAUNCHERS = ("libvirt", "qemu")
+
+
+def launcher_name() -> str:
+    """libvirt (the default), or qemu: guests as plain QEMU processes (the nested lab's L1)."""
+    name = os.environ.get("ORCH_GUEST_LAUNCHER", "libvirt")
+    if name not in LAUNCHERS:
+        raise BadInput(f"ORCH_GUEST_LAUNCHER={name!r} is not a guest launcher",
+                       hint=f"use one of {', '.join(LAUNCHERS)}")
+    return name
+
+
+def launch(spec: DomainSpec, uri: str, launcher: str) -> AbstractContextManager[GuestDomain]:
+    return running_qemu(spec) if launcher == "qemu" else running_domain(spec, uri)
 
 
 def unique_name(run_id: str, guest: str) -> str:
@@ -47,7 +76,7 @@ class GuestTarget:
     paging_mode: str
     accel: str
     session: GuestSession
-    domain: RunningDomain
+    domain: GuestDomain
     bin_dir: str = GUEST_BIN
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -94,10 +123,11 @@ def guest_facts(session: GuestSession) -> dict[str, Any]:
 
 @contextmanager
 def booted_guest(spec: DomainSpec, image: Image, *, key: Path, public_key: str, uri: str,
-                 boot_timeout: float) -> Iterator[tuple[RunningDomain, GuestSession]]:
+                 boot_timeout: float, launcher: str = "libvirt",
+                 ) -> Iterator[tuple[GuestDomain, GuestSession]]:
     """Boot, wait for SSH with the pinned host key, and tear down on every exit path."""
     spec = replace(spec, cmdline=f"{spec.cmdline} {kernel_key_arg(public_key)}")
-    with running_domain(spec, uri) as domain:
+    with launch(spec, uri, launcher) as domain:
         def console() -> str:
             last = domain.console_tail(1).strip()
             return f"last line {last!r}, full log {spec.console_log}"
@@ -111,7 +141,7 @@ def booted_guest(spec: DomainSpec, image: Image, *, key: Path, public_key: str, 
             session.close()
 
 
-def require_alive(domain: RunningDomain) -> None:
+def require_alive(domain: GuestDomain) -> None:
     if not domain.is_alive():
         raise HarnessError(f"guest {domain.name} is not running",
                            hint=f"console log: {domain.console_log}")

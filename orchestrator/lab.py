@@ -7,9 +7,9 @@ this checkout's virtual environment are used as they are), with tmpfs where a ho
 second, writable 9p share carries keys in and results out. L1 is driven over SSH (dropbear on a
 forwarded 127.0.0.1 port, host key pinned).
 
-Status: L1 boots, kvm_amd loads and switches npt, and raw L2 guests boot under real KVM in
-both modes. A libvirt-defined L2 inside L1 did not get past its firmware (L1 stopped
-answering), so running whole suites in the lab (`orchestrate lab run`) is not offered yet.
+A libvirt-defined L2 inside L1 did not get past its firmware (L1 stopped answering) while the
+same guest booted at once from a plain QEMU command line, so suites in the lab start their
+guests with QEMU directly (qemu_direct; `orchestrate lab run`, see lab_run).
 """
 
 from __future__ import annotations
@@ -90,9 +90,12 @@ def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib:
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
         "-smp", str(smp), "-m", str(memory_mib), "-nographic", "-no-reboot",
         "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", "console=ttyS0 panic=-1 quiet",
+        "-append", f"console=ttyS0 panic=-1 quiet lab.project={PROJECT_ROOT}",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                    "multidevs=remap",
+        # this checkout again at its own path: L1's tmpfs over /tmp would hide one under /tmp
+        "-virtfs", f"local,path={PROJECT_ROOT},mount_tag=project,security_model=none,"
+                   "readonly=on,multidevs=remap",
         "-virtfs", f"local,path={workdir},mount_tag=labwork,security_model=none,"
                    "multidevs=remap",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",

@@ -73,8 +73,8 @@ class NativeTarget:
 
 
 @contextmanager
-def native_mode() -> Iterator[ModeState]:
-    yield ModeState(RequestedMode.NATIVE, RequestedMode.NATIVE.value, "native", {})
+def native_mode(accel: str = "native") -> Iterator[ModeState]:
+    yield ModeState(RequestedMode.NATIVE, RequestedMode.NATIVE.value, accel, {})
 
 
 @contextmanager
