@@ -64,6 +64,7 @@ def stage_share(workdir: Path, loaded: LoadedSuite) -> None:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)  # staged by an earlier run in this lab
     try:
         os.link(src, dst)  # same file system: free, and a disk image is not copied
     except OSError:
