@@ -27,7 +27,7 @@ from orchestrator.guest import (
 from orchestrator.images import Image, load_image, overlay
 from orchestrator.libvirt_domain import DomainSpec, default_uri
 from orchestrator.paging import paging_mode
-from orchestrator.ssh import new_run_key
+from orchestrator.ssh import GuestSession, new_run_key, wait_for_ssh
 from orchestrator.suite import AccelChoice, RequestedMode
 from orchestrator.suite_file import LoadedSuite
 from orchestrator.targets import ModeState, Target, native_mode, native_target
@@ -93,13 +93,25 @@ class LabHostBackend:
     def _booted(self, state: ModeState, name: str, spec: DomainSpec, image: Image, key: Path,
                 public: str) -> Iterator[Target]:
         boot = self.loaded.suite.timeouts.boot
+        chosen = self.loaded.suite.guests[name].launcher
+        launcher = self.launcher if chosen == "auto" else chosen
         with booted_guest(spec, image, key=key, public_key=public, uri=self.uri,
-                          boot_timeout=boot, launcher=self.launcher) as (domain, session):
+                          boot_timeout=boot, launcher=launcher) as (domain, session):
             facts = {**guest_facts(session), "image": image.to_dict(), "accel": state.accel,
-                     "paging_mode": state.verified, "domain": spec.name,
-                     "launcher": self.launcher}
+                     "paging_mode": state.verified, "domain": spec.name, "launcher": launcher}
             self._record_guest(f"{state.verified}/{name}", facts)
-            yield GuestTarget(name, state.verified, state.accel, session, domain, info=facts)
+
+            def connect(port: int) -> GuestSession:
+                return wait_for_ssh("127.0.0.1", port, user=image.login_user, key=key,
+                                    host_key=image.host_key_pub, deadline_s=boot,
+                                    alive=domain.is_alive, console=domain.console_tail)
+
+            target = GuestTarget(name, state.verified, state.accel, session, domain,
+                                 info=facts, connect=connect)
+            try:
+                yield target
+            finally:
+                target.session.close()  # a session opened after a migration, too
 
     def _record_guest(self, key: str, facts: dict[str, object]) -> None:
         manifest = results.read_manifest(self.run_dir)

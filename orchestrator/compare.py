@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
 
 from orchestrator import results
 from orchestrator.analysis import BOOTSTRAP, SEED, measured
@@ -95,6 +94,8 @@ def _change(base_rows: pd.DataFrame, new_rows: pd.DataFrame, params: list[str],
         verdict, lo, hi, p = "too few trials", float("nan"), float("nan"), float("nan")
     else:
         lo, hi = ratio_ci(bv, nv)
+        from scipy.stats import mannwhitneyu  # slow to import: only when comparing
+
         p = float(mannwhitneyu(bv, nv, alternative="two-sided").pvalue)
         verdict = _verdict(ratio, lo, hi, p, str(first["unit"]), threshold)
     return Change(str(first["cell_id"]), str(first["paging_mode"]), str(first["guest"]),

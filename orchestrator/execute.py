@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
-from orchestrator import workloads
+from orchestrator import dirty, workloads
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan import Cell, GuestGroup, Plan, Point, cells_of
 from orchestrator.proc import CommandError
@@ -122,13 +122,18 @@ class Executor:
         point = cell.point
         workload = next(w for w in self.suite.workloads if w.name == point.workload)
         timeout = workload.timeout or self.suite.timeouts.trial
-        argv = workloads.command(point.kind, point.param_dict, target.bin_dir)
+        argv = [] if point.kind in dirty.HOST_ASSISTED else workloads.command(
+            point.kind, point.param_dict, target.bin_dir)
         started = time.time()
         window = TraceWindow()
         try:
             with self.tracer(target, point) as window:
-                done = window.collect(target.run(window.wrap(argv), timeout=timeout))
-            parsed = workloads.parse(point.kind, done)
+                if point.kind in dirty.HOST_ASSISTED:
+                    window.guest_names = []  # no single guest process to count around
+                    parsed = dirty.run_trial(point.kind, target, point.param_dict, timeout)
+                else:
+                    done = window.collect(target.run(window.wrap(argv), timeout=timeout))
+                    parsed = workloads.parse(point.kind, done)
             if window.problem and not parsed.reason:
                 parsed = replace(parsed, reason=window.problem)
         except CommandError as exc:

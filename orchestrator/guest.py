@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +33,7 @@ class GuestDomain(Protocol):
     def is_alive(self) -> bool: ...
     def console_tail(self, lines: int = 15) -> str: ...
     def qemu_pid(self) -> int | None: ...
+    def qmp(self, command: str, **arguments: Any) -> Any: ...
 
 
 LAUNCHERS = ("libvirt", "qemu")
@@ -79,6 +80,15 @@ class GuestTarget:
     domain: GuestDomain
     bin_dir: str = GUEST_BIN
     info: dict[str, Any] = field(default_factory=dict)
+    connect: Callable[[int], GuestSession] | None = None  # a new session to a forwarded port
+
+    def reconnect(self, port: int) -> None:
+        """After a migration the guest answers on its new QEMU's forwarded port."""
+        if self.connect is None:
+            raise HarnessError(f"guest {self.name} cannot be reconnected",
+                               hint="this target was made without a connect function")
+        self.session.close()
+        self.session = self.connect(port)
 
     def run(self, argv: Sequence[str], *, timeout: float) -> proc.Completed:
         try:

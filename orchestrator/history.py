@@ -17,12 +17,10 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
 
 from orchestrator import results
 from orchestrator.analysis import measured
 from orchestrator.errors import BadInput, ExitCode
-from orchestrator.plots import trend_plot
 
 MIN_BEFORE, MIN_AFTER = 3, 3
 ALPHA = 0.01
@@ -68,6 +66,8 @@ def _step_score(before: list[float], after: list[float], vb: list[list[float]],
     separated = min(trim_a) > max(trim_b) if a > b else max(trim_a) < min(trim_b)
     if not separated:
         return None
+    from scipy.stats import mannwhitneyu  # slow to import: only when a test is needed
+
     p = float(mannwhitneyu(sum(vb, []), sum(va, []), alternative="two-sided").pvalue)
     return p if p < ALPHA else None
 
@@ -114,6 +114,8 @@ def cmd_history(args: argparse.Namespace) -> int:
               f"{step.before:.4g} -> {step.after:.4g} (x{step.ratio:.3f})")
     print(f"{len(found)} persistent step(s) over {trials['run_id'].nunique()} runs")
     if args.plot:
+        from orchestrator.plots import trend_plot  # matplotlib only when drawing
+
         trend_plot(trials, args.plot)
     regressions = [s for s in found if s.ratio > 1 and s.metric.endswith(("_us", "_ns"))]
     return ExitCode.REGRESSION if regressions else ExitCode.OK

@@ -9,6 +9,7 @@ on 127.0.0.1 (libvirt 9.0 has no passt portForward; its default NAT network is n
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -18,8 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import libvirt
+import libvirt_qemu
 
 from orchestrator.errors import HarnessError
 
@@ -164,6 +167,20 @@ class RunningDomain:
         except OSError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """One QMP command through libvirt (it marks the domain tainted, which is harmless for a
+        transient experiment guest)."""
+        request = json.dumps({"execute": command, "arguments": arguments})
+        try:
+            reply = json.loads(libvirt_qemu.qemuMonitorCommand(self._dom, request, 0))
+        except libvirt.libvirtError as exc:
+            raise HarnessError(f"QMP {command} on {self.name}: {exc.get_error_message()}",
+                               hint=f"console log: {self.console_log}") from None
+        if "error" in reply:
+            raise HarnessError(f"QMP {command}: {reply['error'].get('desc', reply['error'])}",
+                               hint="see QEMU's QMP reference for the command")
+        return reply.get("return")
 
     def qemu_pid(self) -> int | None:
         pid_file = Path("/run/libvirt/qemu") / f"{self.name}.pid"

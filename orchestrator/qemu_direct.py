@@ -12,22 +12,30 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from orchestrator.errors import HarnessError, Unavailable
-from orchestrator.libvirt_domain import NIC_PCI_SLOT, DomainSpec
+from orchestrator.libvirt_domain import NIC_PCI_SLOT, DomainSpec, pick_free_port
 
 log = logging.getLogger(__name__)
 
 HUGEPAGE_MOUNTS = {"2M": "/dev/hugepages", "1G": "/dev/hugepages1G"}
 
 
-def qemu_argv(spec: DomainSpec) -> list[str]:
+def qemu_argv(spec: DomainSpec, *, qmp: Path | None = None,
+              incoming: str | None = None) -> list[str]:
     if spec.cpu_pins:
         raise Unavailable("cpu_pins needs the libvirt launcher",
                           hint="drop cpu_pins from the guest, or run where libvirtd runs guests")
@@ -49,16 +57,35 @@ def qemu_argv(spec: DomainSpec) -> list[str]:
                  "-machine", "memory-backend=mem0"]
     if spec.disk is not None:
         argv += ["-drive", f"file={spec.disk},format=qcow2,if=virtio"]
+    if qmp is not None:
+        argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
+    if incoming is not None:
+        argv += ["-incoming", incoming]  # a migration destination: waits for the source
     return argv
 
 
 @dataclass
 class RunningQemu:
-    """libvirt_domain.RunningDomain's interface, over a child process."""
+    """libvirt_domain.RunningDomain's interface, over a child process. After a migration the
+    guest lives in another QEMU process: `process`, `spec` and `qmp_path` follow it."""
 
     name: str
     console_log: Path
     process: subprocess.Popen[bytes]
+    spec: DomainSpec
+    qmp_path: Path
+    _others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def ssh_port(self) -> int:
+        return self.spec.ssh_port
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """One QMP command on the guest's QEMU; its error is a HarnessError."""
+        if not self.is_alive():
+            raise HarnessError(f"guest {self.name} is not running: no QMP {command}",
+                               hint=f"console log: {self.console_log}")
+        return qmp_command(self.qmp_path, command, arguments)
 
     def is_alive(self) -> bool:
         return self.process.poll() is None
@@ -74,26 +101,137 @@ class RunningQemu:
         return self.process.pid if self.is_alive() else None
 
 
-@contextmanager
-def running_qemu(spec: DomainSpec) -> Iterator[RunningQemu]:
-    """A guest QEMU that exists exactly as long as the with-block, on every exit path."""
-    argv = qemu_argv(spec)
-    spec.console_log.parent.mkdir(parents=True, exist_ok=True)
-    stderr_path = spec.console_log.with_suffix(".qemu.log")
-    with stderr_path.open("wb") as stderr:
+def qmp_command(socket_path: Path, command: str, arguments: dict[str, Any]) -> Any:
+    monitor = QEMUMonitorProtocol(str(socket_path))
+    try:
+        monitor.connect()
+        monitor.settimeout(60)
+        response = monitor.cmd_raw(command, arguments or None)
+    except (OSError, EOFError, QMPError) as exc:
+        # EOF: QEMU closed the monitor, usually because it died (see its .qemu.log)
+        raise HarnessError(f"QMP {command} failed: {type(exc).__name__} {exc}".strip(),
+                           hint=f"is the guest's QEMU still running? socket {socket_path}"
+                           ) from None
+    finally:
         try:
-            child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-                argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+            monitor.close()
+        except (OSError, EOFError, QMPError):
+            pass  # the command's outcome is what counts
+    if "error" in response:
+        raise HarnessError(f"QMP {command}: {response['error'].get('desc', response['error'])}",
+                           hint="see QEMU's QMP reference for the command")
+    return response.get("return")
+
+
+def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as out:
+        try:
+            return subprocess.Popen(  # noqa: S603 - argv list, never a shell
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True)
         except OSError as exc:
-            raise HarnessError(f"could not start QEMU for guest {spec.name}: {exc.strerror}",
+            raise HarnessError(f"could not start QEMU: {exc.strerror}",
                                hint="is qemu-system-x86 installed?") from None
+
+
+@contextmanager
+def running_qemu(spec: DomainSpec) -> Iterator[RunningQemu]:
+    """A guest QEMU that exists exactly as long as the with-block, on every exit path (with
+    every QEMU a migration started for it)."""
+    spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+    sockets = Path(tempfile.mkdtemp(prefix="orch-qmp-"))  # short: a unix socket path is <108
+    qmp = sockets / "qmp-0.sock"
+    child = _start(qemu_argv(spec, qmp=qmp), spec.console_log.with_suffix(".qemu.log"))
     log.info("guest %s started as QEMU pid %d (%s, ssh on 127.0.0.1:%d)", spec.name,
              child.pid, spec.accel, spec.ssh_port)
+    guest = RunningQemu(spec.name, spec.console_log, child, spec, qmp)
     try:
-        yield RunningQemu(spec.name, spec.console_log, child)
+        yield guest
     finally:
-        _stop(child)
+        for process in [guest.process, *guest._others]:
+            _stop(process)
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    status: str  # completed | failed | cancelled
+    stats: dict[str, Any]  # QMP query-migrate, as QEMU reported it at the end
+    started_at: float
+    ended_at: float
+
+
+def migrate_locally(guest: RunningQemu, *, timeout: float, downtime_ms: int,
+                    bandwidth_mib_s: int) -> MigrationResult:
+    """Live-migrate the guest to a new QEMU on this host, over loopback TCP.
+
+    libvirt refuses a same-host migration, so both ends are driven over QMP. On success the
+    guest lives in the destination (new SSH port) and the source is gone; on failure the
+    destination is killed and the guest keeps running in the source."""
+    port = pick_free_port()
+    dest_spec = replace(guest.spec, ssh_port=pick_free_port())
+    dest_qmp = guest.qmp_path.with_name(f"qmp-{len(guest._others) + 1}.sock")
+    dest = _start(qemu_argv(dest_spec, qmp=dest_qmp, incoming="defer"),
+                  guest.console_log.with_suffix(".qemu.log"))
+    guest._others.append(dest)
+    try:
+        _wait_for_socket(dest_qmp, dest)
+        qmp_command(dest_qmp, "migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
+        guest.qmp("migrate-set-parameters", **{"downtime-limit": downtime_ms,
+                                               "max-bandwidth": bandwidth_mib_s << 20})
+        started = time.time()
+        guest.qmp("migrate", uri=f"tcp:127.0.0.1:{port}")
+        stats = _wait_for_migration(guest, started + timeout)
+        ended = time.time()
+    except BaseException:
+        _abandon(guest, dest)
+        raise
+    if stats.get("status") != "completed":
+        _abandon(guest, dest)
+        return MigrationResult(str(stats.get("status")), stats, started, ended)
+    source = guest.process
+    guest._others.remove(dest)
+    guest._others.append(source)
+    guest.process, guest.spec, guest.qmp_path = dest, dest_spec, dest_qmp
+    _stop(source)  # paused after the switch-over; the guest runs in the destination now
+    return MigrationResult("completed", stats, started, ended)
+
+
+def _wait_for_socket(path: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise HarnessError("the migration destination QEMU did not start",
+                               hint="see the guest's .qemu.log next to its console log")
+        time.sleep(0.05)
+
+
+def _wait_for_migration(guest: RunningQemu, deadline: float) -> dict[str, Any]:
+    while True:
+        stats: dict[str, Any] = guest.qmp("query-migrate")
+        if stats.get("status") in ("completed", "failed", "cancelled"):
+            return stats
+        if time.time() > deadline:
+            guest.qmp("migrate_cancel")
+            stats = guest.qmp("query-migrate")
+            stats["status"] = "cancelled"
+            stats.setdefault("error-desc", "the migration did not converge before the timeout")
+            return stats
+        time.sleep(0.2)
+
+
+def _abandon(guest: RunningQemu, dest: subprocess.Popen[bytes]) -> None:
+    """A failed migration: the destination goes, the source guest runs on."""
+    _stop(dest)
+    if dest in guest._others:
+        guest._others.remove(dest)
+    if guest.is_alive():
+        try:
+            status = guest.qmp("query-status").get("status")
+            if status != "running":
+                guest.qmp("cont")  # a failure after the pause must not leave it stopped
+        except HarnessError as exc:
+            log.warning("guest %s after a failed migration: %s", guest.name, exc.one_line())
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:

@@ -18,7 +18,6 @@ import pandas as pd
 from orchestrator import results
 from orchestrator.analysis import mode_ratios, param_columns, summary
 from orchestrator.errors import ExitCode
-from orchestrator.plots import events_plot, metric_plots, ratio_plot
 
 PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_at"]
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
@@ -35,6 +34,9 @@ def write_report(runs: list[str | Path], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summary(trials, params)
     ratios = mode_ratios(table, params) if not table.empty else pd.DataFrame()
+    # matplotlib is imported only when drawing: every other verb starts faster without it
+    from orchestrator.plots import events_plot, metric_plots, ratio_plot
+
     figures = metric_plots(table, params, out_dir)
     figures += [p for p in (ratio_plot(ratios, out_dir), events_plot(events, out_dir)) if p]
     table.to_csv(out_dir / "summary.csv", index=False)

@@ -115,6 +115,24 @@ class NoopParams(Frozen):
     pass
 
 
+class DirtyLogParams(Frozen):
+    """The dirtier in the guest; the host turns dirty logging on for the middle `phase`."""
+
+    pages: Sweep[PosInt]
+    rate: Sweep[NonNegInt] = (0,)  # pages per second; 0 = flat out
+    phase: Sweep[Seconds] = (3.0,)  # seconds of logging off, on, off again
+
+
+class MigrateParams(Frozen):
+    """The dirtier in the guest while the host live-migrates it to a second QEMU (loopback)."""
+
+    pages: Sweep[PosInt]
+    rate: Sweep[NonNegInt] = (0,)
+    phase: Sweep[Seconds] = (3.0,)  # seconds of dirtying before and after the migration
+    downtime_ms: Sweep[PosInt] = (300,)  # QEMU's downtime-limit
+    bandwidth_mib_s: Sweep[PosInt] = (1024,)  # QEMU's max-bandwidth
+
+
 class StressNgParams(Frozen):
     stressor: Sweep[Literal["fork", "forkheavy", "fault", "mprotect", "mmaphuge", "vm", "mmap"]]
     workers: Sweep[PosInt] = (1,)
@@ -164,11 +182,22 @@ class StressNg(WorkloadBase):
     params: StressNgParams
 
 
+class DirtyLog(WorkloadBase):
+    kind: Literal["dirty-log"]
+    params: DirtyLogParams
+
+
+class Migrate(WorkloadBase):
+    kind: Literal["migrate"]
+    params: MigrateParams
+
+
 Workload = Annotated[
-    ForkDirty | Mprotect | Hugepage | Fault | Dirtier | Noop | StressNg,
+    ForkDirty | Mprotect | Hugepage | Fault | Dirtier | Noop | StressNg | DirtyLog | Migrate,
     Field(discriminator="kind"),
 ]
-WORKLOAD_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop", "stress-ng")
+WORKLOAD_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop", "stress-ng",
+                  "dirty-log", "migrate")
 
 
 # ---- guests, tracing, timeouts, host preparation ---------------------------------------------
@@ -187,6 +216,9 @@ class Guest(Frozen):
     hugepages: GuestHugepages = GuestHugepages.NONE
     cmdline: str = ""
     cpu_pins: tuple[NonNegInt, ...] | None = None  # host CPUs for vCPU i = cpu_pins[i]
+    # who starts the guest: libvirt, or QEMU directly (needed by `migrate`: libvirt refuses a
+    # same-host migration); auto = $ORCH_GUEST_LAUNCHER, else libvirt
+    launcher: Literal["auto", "libvirt", "qemu"] = "auto"
 
     @field_validator("memory")
     @classmethod

@@ -7,7 +7,8 @@ Host side (guests only): `perf stat -p <QEMU pid>` runs from just before to just
 trial, so it counts what this guest's vCPUs and device threads caused (kvm:*, kvmmmu:*).
 Names may be globs (`kvmmmu:*`); they are expanded against the events that kernel has
 (`perf list --raw-dump`). An event that kernel lacks is recorded as unavailable (count NaN),
-never as 0; one perf cannot count is likewise unavailable.
+never as 0; one perf cannot count is likewise unavailable. Host names `kvmstat:<name>` are
+KVM's own per-VM counters, read as deltas (kvm_stats).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import proc
+from orchestrator import kvm_stats, proc
 from orchestrator.plan import Point
 from orchestrator.results import EventCount
 from orchestrator.suite import Suite, TraceSpec
@@ -138,20 +139,28 @@ class PerfTracer:
             window.guest_known = self._known[key]
             window.guest_names = expand(spec.guest, window.guest_known, DEFAULT_GUEST)
         pid = getattr(target, "host_pid", None)
-        if spec.host and pid:
-            with self._host_window(spec, pid, window) as host_counts:
+        stats = [n for n in spec.host if n.startswith(kvm_stats.PREFIX)]
+        perf_host = [n for n in spec.host if not n.startswith(kvm_stats.PREFIX)]
+        if not pid or not spec.host:
+            yield window
+            return
+        stat_names = kvm_stats.expand(stats, kvm_stats.available(pid))
+        before = kvm_stats.snapshot(pid, stat_names)
+        if perf_host:
+            with self._host_window(perf_host, pid, window) as host_counts:
                 yield window
             window.counts += host_counts()
         else:
             yield window
+        window.counts += kvm_stats.deltas(before, kvm_stats.snapshot(pid, stat_names))
 
     @contextmanager
-    def _host_window(self, spec: TraceSpec, pid: int,
+    def _host_window(self, requested: Sequence[str], pid: int,
                      window: TraceWindow) -> Iterator[Callable[[], tuple[EventCount, ...]]]:
         if "host" not in self._known:
             self._known["host"] = known_events(lambda a, t: proc.run(a, timeout=t, check=False))
         known = self._known["host"]
-        names = expand(spec.host, known, DEFAULT_HOST)
+        names = expand(requested, known, DEFAULT_HOST)
         usable = [n for n in names if n in known]
         result: list[EventCount] = []
         if not usable:

@@ -16,11 +16,16 @@ static void sleep_until_us(double target)
 	nanosleep(&ts, NULL);
 }
 
+/* wall_us (CLOCK_REALTIME) lets the host line intervals up with what it did meanwhile (dirty
+ * logging on, a migration), after measuring the guest's clock offset. */
 static void interval_line(double t_s, long pages, double seconds)
 {
 	struct jbuf j;
+	struct timespec wall;
+	clock_gettime(CLOCK_REALTIME, &wall);
 	j_begin(&j, "interval");
 	j_double(&j, "t_s", t_s);
+	j_long(&j, "wall_us", (long)wall.tv_sec * 1000000L + wall.tv_nsec / 1000L);
 	j_long(&j, "pages", pages);
 	j_double(&j, "pages_per_s", (double)pages / seconds);
 	j_end(&j);

@@ -1,0 +1,40 @@
+"""KVM's per-VM debugfs counters as per-trial deltas (a recorded tree layout; the real one is
+read in the nested lab e2e, tests/lab)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator import kvm_stats
+
+
+def _vm(root: Path, name: str, **counters: int) -> Path:
+    directory = root / name
+    directory.mkdir(parents=True)
+    for counter, value in counters.items():
+        (directory / counter).write_text(f"{value}\n")
+    return directory
+
+
+def test_deltas_of_one_qemu_process(tmp_path: Path) -> None:
+    vm = _vm(tmp_path, "1234-11", exits=100, pf_fixed=7, mmu_unsync=0)
+    _vm(tmp_path, "999-12", exits=5)  # another VM: not ours
+    names = kvm_stats.expand(["kvmstat:exits", "kvmstat:mmu_*", "kvmstat:nope"],
+                             kvm_stats.available(1234, tmp_path))
+    assert names == ["kvmstat:exits", "kvmstat:mmu_unsync", "kvmstat:nope"]
+    before = kvm_stats.snapshot(1234, names, tmp_path)
+    (vm / "exits").write_text("175\n")
+    (vm / "mmu_unsync").write_text("3\n")
+    got = {e.event: (e.count, e.available) for e in
+           kvm_stats.deltas(before, kvm_stats.snapshot(1234, names, tmp_path))}
+    assert got == {"kvmstat:exits": (75.0, True), "kvmstat:mmu_unsync": (3.0, True),
+                   "kvmstat:nope": (None, False)}  # unknown: unavailable, never 0
+
+
+def test_a_vm_gone_mid_trial_is_unavailable(tmp_path: Path) -> None:
+    vm = _vm(tmp_path, "42-10", exits=1)
+    before = kvm_stats.snapshot(42, ["kvmstat:exits"], tmp_path)
+    (vm / "exits").unlink()
+    vm.rmdir()
+    (event,) = kvm_stats.deltas(before, kvm_stats.snapshot(42, ["kvmstat:exits"], tmp_path))
+    assert event.count is None and not event.available
