@@ -21,6 +21,7 @@ from orchestrator import (
     history,
     images,
     lab_run,
+    nightly,
     report,
     results_cli,
     run_cli,
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     compare.add_parser(sub)
     history.add_parser(sub)
+    nightly.add_parser(sub)
     lab_run.add_parser(sub)
     return parser
 

@@ -316,14 +316,28 @@ def _parquet_fresh(run_dir: Path) -> bool:
     return not journal.exists() or trials.stat().st_mtime_ns >= journal.stat().st_mtime_ns
 
 
-def list_runs(root: Path) -> list[dict[str, Any]]:
+def list_runs(root: Path, *, hosts: bool = True) -> list[dict[str, Any]]:
+    """Every run under root, oldest first.
+
+    A fleet root collected from several runners (`<root>/<host>/<run_id>/`) is listed too:
+    with `hosts`, a directory that is not a run itself is searched one level down, and its
+    runs carry the directory's name as "collected_from".
+    """
     runs = []
-    if root.is_dir():
-        for child in sorted(root.iterdir()):
-            if child.is_dir() and not child.is_symlink() and (child / MANIFEST).exists():
-                manifest = read_manifest(child)
-                runs.append({"path": child, **manifest})
+    for child in _subdirs(root):
+        if (child / MANIFEST).exists():
+            runs.append({"path": child, **read_manifest(child)})
+        elif hosts:
+            runs.extend({"path": run, "collected_from": child.name, **read_manifest(run)}
+                        for run in _subdirs(child) if (run / MANIFEST).exists())
     return sorted(runs, key=lambda m: str(m.get("started_at", "")))
+
+
+def _subdirs(path: Path) -> list[Path]:
+    """Real subdirectories (never the `latest` symlink), in name order."""
+    if not path.is_dir():
+        return []
+    return [c for c in sorted(path.iterdir()) if c.is_dir() and not c.is_symlink()]
 
 
 def default_root() -> Path:

@@ -48,7 +48,12 @@ def print_runs(runs: list[dict[str, Any]]) -> None:
     for run in runs:
         outcomes = ", ".join(f"{n} {k}" for k, n in sorted(run.get("outcomes", {}).items()))
         host = run.get("host", {}).get("hostname", "?")
-        print(f"{run['run_id']:45} {host:12} {run.get('status', '?'):11} {outcomes}")
+        name = run["run_id"]
+        if "collected_from" in run:  # a fleet root: the name `orchestrate results` resolves
+            name = f"{run['collected_from']}/{run['path'].name}"
+            if run["collected_from"] != host:
+                host = f"{run['collected_from']} ({host})"
+        print(f"{name:45} {host:12} {run.get('status', '?'):11} {outcomes}")
 
 
 def summary_table(trials: pd.DataFrame, param_columns: list[str]) -> pd.DataFrame:
