@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from orchestrator import dirty, workloads
 from orchestrator.errors import OrchestratorError
@@ -45,11 +46,13 @@ class Progress:
         pass
 
 
-Tracer = Callable[[Target, Point], AbstractContextManager[TraceWindow]]
+# (target, point, where a full capture of this trial may go) -> the trial's event window
+Tracer = Callable[[Target, Point, Path | None], AbstractContextManager[TraceWindow]]
 
 
 @contextmanager
-def no_tracing(target: Target, point: Point) -> Iterator[TraceWindow]:
+def no_tracing(target: Target, point: Point, capture: Path | None = None
+               ) -> Iterator[TraceWindow]:
     yield TraceWindow()
 
 
@@ -127,9 +130,9 @@ class Executor:
         started = time.time()
         window = TraceWindow()
         try:
-            with self.tracer(target, point) as window:
+            with self.tracer(target, point, self._capture_path(cell)) as window:
                 if point.kind in dirty.HOST_ASSISTED:
-                    window.guest_names = []  # no single guest process to count around
+                    window.no_guest_side()  # no single guest process to count around
                     parsed = dirty.run_trial(point.kind, target, point.param_dict, timeout)
                 else:
                     done = window.collect(target.run(window.wrap(argv), timeout=timeout))
@@ -140,6 +143,13 @@ class Executor:
             what = "timed out" if exc.timed_out else "could not run"
             parsed = workloads.ParsedTrial(Outcome.ERROR, f"{what}: {exc.one_line()}")
         return self._trial_record(state, cell, parsed, window.counts, started)
+
+    def _capture_path(self, cell: Cell) -> Path | None:
+        """The first measured trial of each point may be captured in full (trace: capture)."""
+        first = not cell.warmup and not any(
+            c.trial < cell.trial and not c.warmup for c in cells_of(cell.point))
+        return self.journal.path.parent / "captures" / (
+            f"{cell.point.cell_id}-{cell.trial}.dat") if first else None
 
     def _trial_record(self, state: ModeState, cell: Cell, parsed: workloads.ParsedTrial,
                       events: tuple[EventCount, ...], started: float) -> TrialRecord:

@@ -252,6 +252,9 @@ EventList = Annotated[tuple[str, ...], AfterValidator(_event_names)]
 class TraceSpec(Frozen):
     host: EventList = ()
     guest: EventList = ()
+    # also record the host tracepoints of each point's first measured trial with trace-cmd,
+    # into the run's captures/ directory (`trace-cmd report FILE` lists the events)
+    capture: bool = False
 
 
 class Timeouts(Frozen):

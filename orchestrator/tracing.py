@@ -8,7 +8,8 @@ trial, so it counts what this guest's vCPUs and device threads caused (kvm:*, kv
 Names may be globs (`kvmmmu:*`); they are expanded against the events that kernel has
 (`perf list --raw-dump`). An event that kernel lacks is recorded as unavailable (count NaN),
 never as 0; one perf cannot count is likewise unavailable. Host names `kvmstat:<name>` are
-KVM's own per-VM counters, read as deltas (kvm_stats).
+KVM's own per-VM counters, read as deltas (kvm_stats); guest names `vmstat:<name>` are
+/proc/vmstat deltas around the workload (vmstat).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import kvm_stats, proc
+from orchestrator import kvm_stats, proc, vmstat
+from orchestrator.capture import recording
 from orchestrator.plan import Point
 from orchestrator.results import EventCount
 from orchestrator.suite import Suite, TraceSpec
@@ -99,21 +101,30 @@ class TraceWindow:
 
     guest_names: list[str] = field(default_factory=list)
     guest_known: set[str] = field(default_factory=set)
+    vmstat_names: list[str] = field(default_factory=list)
     counts: tuple[EventCount, ...] = ()
     problem: str = ""  # a tracer that failed: the trial keeps its timing, the row says why
 
+    def no_guest_side(self) -> None:
+        """For trials with no single guest process to wrap (dirty-log, migrate)."""
+        self.guest_names, self.vmstat_names = [], []
+
     def wrap(self, argv: list[str]) -> list[str]:
         usable = [n for n in self.guest_names if n in self.guest_known]
-        if not usable:
-            return argv
-        return ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "--", *argv]
+        if usable:
+            argv = ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "--", *argv]
+        # outside perf, so perf never counts the shell and sed of the vmstat snapshots
+        return vmstat.wrap(argv) if self.vmstat_names else argv
 
     def collect(self, done: proc.Completed) -> proc.Completed:
-        if not self.guest_names:
-            return done
-        counts, rest = parse_perf_csv(done.stderr, self.guest_names)
-        self.counts += events_of(self.guest_names, self.guest_known, counts, "guest")
-        return proc.Completed(done.argv, done.returncode, done.stdout, rest)
+        stderr = done.stderr
+        if self.vmstat_names:
+            before, after, stderr = vmstat.split(stderr)
+            self.counts += vmstat.deltas(self.vmstat_names, before, after)
+        if self.guest_names:
+            counts, stderr = parse_perf_csv(stderr, self.guest_names)
+            self.counts += events_of(self.guest_names, self.guest_known, counts, "guest")
+        return proc.Completed(done.argv, done.returncode, done.stdout, stderr)
 
 
 @dataclass
@@ -128,16 +139,26 @@ class PerfTracer:
         return workload.trace or self.suite.trace
 
     @contextmanager
-    def __call__(self, target: object, point: Point) -> Iterator[TraceWindow]:
+    def __call__(self, target: object, point: Point,
+                 capture: Path | None = None) -> Iterator[TraceWindow]:
+        """`capture`: where a full trace-cmd record of this trial goes, if the suite asks."""
         spec = self.spec_for(point)
         window = TraceWindow()
-        if spec.guest:
-            run = getattr(target, "run")  # noqa: B009 - any Target
-            key = f"guest:{getattr(target, 'name', '')}"
+        perf_guest = [n for n in spec.guest if not n.startswith(vmstat.PREFIX)]
+        vmstat_guest = [n for n in spec.guest if n.startswith(vmstat.PREFIX)]
+        run = getattr(target, "run", None)
+        key = f"guest:{getattr(target, 'name', '')}"
+        if perf_guest and run is not None:
             if key not in self._known:
                 self._known[key] = known_events(lambda a, t: run(a, timeout=t))
             window.guest_known = self._known[key]
-            window.guest_names = expand(spec.guest, window.guest_known, DEFAULT_GUEST)
+            window.guest_names = expand(perf_guest, window.guest_known, DEFAULT_GUEST)
+        if vmstat_guest and run is not None:
+            if f"vmstat:{key}" not in self._known:
+                done = run(["cat", "/proc/vmstat"], timeout=60)
+                self._known[f"vmstat:{key}"] = {vmstat.PREFIX + line.split()[0] for line in
+                                                done.stdout.splitlines() if line.strip()}
+            window.vmstat_names = vmstat.expand(vmstat_guest, self._known[f"vmstat:{key}"])
         pid = getattr(target, "host_pid", None)
         stats = [n for n in spec.host if n.startswith(kvm_stats.PREFIX)]
         perf_host = [n for n in spec.host if not n.startswith(kvm_stats.PREFIX)]
@@ -146,20 +167,32 @@ class PerfTracer:
             return
         stat_names = kvm_stats.expand(stats, kvm_stats.available(pid))
         before = kvm_stats.snapshot(pid, stat_names)
-        if perf_host:
-            with self._host_window(perf_host, pid, window) as host_counts:
+        with ExitStack() as stack:
+            if capture is not None and spec.capture:
+                events = [n for n in expand(perf_host, self._host_known(), DEFAULT_HOST)
+                          if n in self._host_known() and ":" in n]  # tracepoints only
+                problems = stack.enter_context(recording(pid, capture, events))
+            else:
+                problems = []
+            if perf_host:
+                with self._host_window(perf_host, pid, window) as host_counts:
+                    yield window
+                window.counts += host_counts()
+            else:
                 yield window
-            window.counts += host_counts()
-        else:
-            yield window
+        if problems and not window.problem:
+            window.problem = problems[0]
         window.counts += kvm_stats.deltas(before, kvm_stats.snapshot(pid, stat_names))
+
+    def _host_known(self) -> set[str]:
+        if "host" not in self._known:
+            self._known["host"] = known_events(lambda a, t: proc.run(a, timeout=t, check=False))
+        return self._known["host"]
 
     @contextmanager
     def _host_window(self, requested: Sequence[str], pid: int,
                      window: TraceWindow) -> Iterator[Callable[[], tuple[EventCount, ...]]]:
-        if "host" not in self._known:
-            self._known["host"] = known_events(lambda a, t: proc.run(a, timeout=t, check=False))
-        known = self._known["host"]
+        known = self._host_known()
         names = expand(requested, known, DEFAULT_HOST)
         usable = [n for n in names if n in known]
         result: list[EventCount] = []
@@ -180,12 +213,20 @@ class PerfTracer:
                 died = not enabled or perf.poll() is not None  # before we asked it to stop
                 stderr = proc.stop_background(perf, signal.SIGINT, timeout=60)
         counts, _ = parse_perf_csv(stderr, names)
-        if died:
+        if died and enabled and perf.returncode == 0 and not _alive(pid):
+            # perf -p ends cleanly with the process it follows: a migration moved the guest
+            # to another QEMU, and the counts cover the source (where logging cost) up to then
+            window.problem = "host events cover the guest's QEMU until it ended mid-trial"
+        elif died:
             counts = {}  # whatever it printed covers only part of the trial
             window.problem = (f"host tracer died mid-trial (exit {perf.returncode})" if enabled
                               else "host tracer never started counting")
             log.warning("%s: %s", window.problem, stderr.strip()[-200:])
         result.extend(events_of(names, known, counts, "host"))
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 def _enable(ctl: Path, ack: Path, perf: subprocess.Popen[str], *, deadline_s: float) -> bool:
