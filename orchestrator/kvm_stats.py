@@ -10,7 +10,6 @@ debugfs, is unavailable, never 0.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,15 +25,6 @@ def vm_dirs(pid: int, root: Path = DEBUGFS_KVM) -> list[Path]:
 
 def available(pid: int, root: Path = DEBUGFS_KVM) -> set[str]:
     return {PREFIX + f.name for d in vm_dirs(pid, root) for f in d.iterdir() if f.is_file()}
-
-
-def expand(requested: Sequence[str], known: set[str]) -> list[str]:
-    names: list[str] = []
-    for item in requested:
-        for name in sorted(fnmatch.filter(known, item)) or [item]:
-            if name not in names:
-                names.append(name)
-    return names
 
 
 def snapshot(pid: int, names: Sequence[str], root: Path = DEBUGFS_KVM) -> dict[str, int | None]:

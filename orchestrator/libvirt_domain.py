@@ -128,6 +128,15 @@ def _user_network(root: ET.Element, port: int) -> None:
         ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
 
 
+def file_tail(path: Path, lines: int) -> str:
+    """The last lines of a log (a console written by virtlogd or QEMU); "" before it exists."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 def default_uri() -> str:
     return os.environ.get("ORCH_LIBVIRT_URI", DEFAULT_URI)
 
@@ -162,11 +171,7 @@ class RunningDomain:
             return False  # a transient domain that ended is gone entirely
 
     def console_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.console_log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return file_tail(self.console_log, lines)
 
     def qmp(self, command: str, **arguments: Any) -> Any:
         """One QMP command through libvirt (it marks the domain tainted, which is harmless for a

@@ -27,7 +27,7 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from orchestrator.errors import HarnessError, Unavailable
-from orchestrator.libvirt_domain import NIC_PCI_SLOT, DomainSpec, pick_free_port
+from orchestrator.libvirt_domain import NIC_PCI_SLOT, DomainSpec, file_tail, pick_free_port
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,7 @@ class RunningQemu:
         return self.process.poll() is None
 
     def console_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.console_log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return file_tail(self.console_log, lines)
 
     def qemu_pid(self) -> int | None:
         return self.process.pid if self.is_alive() else None

@@ -14,7 +14,6 @@ KVM's own per-VM counters, read as deltas (kvm_stats); guest names `vmstat:<name
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from orchestrator import kvm_stats, proc, vmstat
 from orchestrator.capture import recording
+from orchestrator.event_globs import expand_globs
 from orchestrator.plan import Point
 from orchestrator.results import EventCount
 from orchestrator.suite import Suite, TraceSpec
@@ -48,15 +48,8 @@ Runner = Callable[[Sequence[str], float], proc.Completed]
 
 def expand(requested: Sequence[str], known: set[str], defaults: Sequence[str]) -> list[str]:
     """Globs and `default` to concrete names; unmatched names stay (they become unavailable)."""
-    names: list[str] = []
-    for item in requested:
-        for name in defaults if item == "default" else [item]:
-            matches = sorted(fnmatch.filter(known, name)) if any(c in name for c in "*?") \
-                else [name]
-            for match in matches or [name]:
-                if match not in names:
-                    names.append(match)
-    return names
+    return expand_globs([n for item in requested
+                         for n in (defaults if item == "default" else [item])], known)
 
 
 def known_events(run: Runner) -> set[str]:
@@ -158,14 +151,14 @@ class PerfTracer:
                 done = run(["cat", "/proc/vmstat"], timeout=60)
                 self._known[f"vmstat:{key}"] = {vmstat.PREFIX + line.split()[0] for line in
                                                 done.stdout.splitlines() if line.strip()}
-            window.vmstat_names = vmstat.expand(vmstat_guest, self._known[f"vmstat:{key}"])
+            window.vmstat_names = expand_globs(vmstat_guest, self._known[f"vmstat:{key}"])
         pid = getattr(target, "host_pid", None)
         stats = [n for n in spec.host if n.startswith(kvm_stats.PREFIX)]
         perf_host = [n for n in spec.host if not n.startswith(kvm_stats.PREFIX)]
         if not pid or not spec.host:
             yield window
             return
-        stat_names = kvm_stats.expand(stats, kvm_stats.available(pid))
+        stat_names = expand_globs(stats, kvm_stats.available(pid))
         before = kvm_stats.snapshot(pid, stat_names)
         with ExitStack() as stack:
             if capture is not None and spec.capture:

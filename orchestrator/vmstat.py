@@ -9,7 +9,6 @@ its kernel; natively it includes whatever else the host did meanwhile.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 
 from orchestrator.results import EventCount
@@ -38,15 +37,6 @@ def split(stderr: str) -> tuple[dict[str, int], dict[str, int], str]:
         else:
             rest.append(line)
     return before, after, "\n".join(rest)
-
-
-def expand(requested: Sequence[str], known: set[str]) -> list[str]:
-    names: list[str] = []
-    for item in requested:
-        for name in sorted(fnmatch.filter(known, item)) or [item]:
-            if name not in names:
-                names.append(name)
-    return names
 
 
 def deltas(names: Sequence[str], before: dict[str, int],

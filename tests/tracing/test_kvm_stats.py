@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator import kvm_stats
+from orchestrator.event_globs import expand_globs
 
 
 def _vm(root: Path, name: str, **counters: int) -> Path:
@@ -19,7 +20,7 @@ def _vm(root: Path, name: str, **counters: int) -> Path:
 def test_deltas_of_one_qemu_process(tmp_path: Path) -> None:
     vm = _vm(tmp_path, "1234-11", exits=100, pf_fixed=7, mmu_unsync=0)
     _vm(tmp_path, "999-12", exits=5)  # another VM: not ours
-    names = kvm_stats.expand(["kvmstat:exits", "kvmstat:mmu_*", "kvmstat:nope"],
+    names = expand_globs(["kvmstat:exits", "kvmstat:mmu_*", "kvmstat:nope"],
                              kvm_stats.available(1234, tmp_path))
     assert names == ["kvmstat:exits", "kvmstat:mmu_unsync", "kvmstat:nope"]
     before = kvm_stats.snapshot(1234, names, tmp_path)
