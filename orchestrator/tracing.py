@@ -43,6 +43,29 @@ DEFAULT_HOST = ("kvm:kvm_exit", "kvm:kvm_page_fault", "kvmmmu:kvm_mmu_get_page",
                 "kvmmmu:kvm_mmu_prepare_zap_page", "kvmmmu:fast_page_fault",
                 "kvmmmu:kvm_tdp_mmu_spte_changed")
 
+# What `default` adds per workload kind: the events that explain that kind's cost.
+KIND_GUEST = {
+    "hugepage": ("vmstat:thp_fault_alloc", "vmstat:thp_fault_fallback", "vmstat:thp_split_page",
+                 "vmstat:htlb_buddy_alloc_success"),
+    "fault": ("vmstat:pgfault", "vmstat:pgmajfault"),
+    "dirty-log": (), "migrate": (),  # no single guest process: host side only
+}
+KIND_HOST = {
+    "dirty-log": ("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed"),
+    "migrate": ("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed"),
+}
+
+
+def with_defaults(requested: Sequence[str], side: str, kind: str) -> list[str]:
+    """`default` in a suite's event list, replaced by this side's defaults for the kind."""
+    if side == "guest":
+        base = () if kind in ("dirty-log", "migrate") else DEFAULT_GUEST
+        defaults = (*base, *KIND_GUEST.get(kind, ()))
+    else:
+        defaults = (*DEFAULT_HOST, *KIND_HOST.get(kind, ()))
+    return [n for item in requested for n in (defaults if item == "default" else [item])]
+
+
 Runner = Callable[[Sequence[str], float], proc.Completed]
 
 
@@ -137,8 +160,10 @@ class PerfTracer:
         """`capture`: where a full trace-cmd record of this trial goes, if the suite asks."""
         spec = self.spec_for(point)
         window = TraceWindow()
-        perf_guest = [n for n in spec.guest if not n.startswith(vmstat.PREFIX)]
-        vmstat_guest = [n for n in spec.guest if n.startswith(vmstat.PREFIX)]
+        guest = with_defaults(spec.guest, "guest", point.kind)
+        host = with_defaults(spec.host, "host", point.kind)
+        perf_guest = [n for n in guest if not n.startswith(vmstat.PREFIX)]
+        vmstat_guest = [n for n in guest if n.startswith(vmstat.PREFIX)]
         run = getattr(target, "run", None)
         key = f"guest:{getattr(target, 'name', '')}"
         if perf_guest and run is not None:
@@ -153,9 +178,9 @@ class PerfTracer:
                                                 done.stdout.splitlines() if line.strip()}
             window.vmstat_names = expand_globs(vmstat_guest, self._known[f"vmstat:{key}"])
         pid = getattr(target, "host_pid", None)
-        stats = [n for n in spec.host if n.startswith(kvm_stats.PREFIX)]
-        perf_host = [n for n in spec.host if not n.startswith(kvm_stats.PREFIX)]
-        if not pid or not spec.host:
+        stats = [n for n in host if n.startswith(kvm_stats.PREFIX)]
+        perf_host = [n for n in host if not n.startswith(kvm_stats.PREFIX)]
+        if not pid or not host:
             yield window
             return
         stat_names = expand_globs(stats, kvm_stats.available(pid))

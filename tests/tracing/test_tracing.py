@@ -130,3 +130,14 @@ def test_a_tracer_that_dies_mid_trial_marks_the_trial_and_the_run_goes_on(
         "host tracer (?:died mid-trial|never started counting)").all()
     exits = run.events[run.events["event"] == "kvm:kvm_exit"]
     assert (~exits["available"]).all() and exits["count"].isna().all()
+
+
+def test_default_event_sets_follow_the_workload_kind() -> None:
+    from orchestrator.tracing import with_defaults
+
+    huge = with_defaults(["default", "sched:sched_switch"], "guest", "hugepage")
+    assert huge[:len(DEFAULT_GUEST)] == list(DEFAULT_GUEST)
+    assert "vmstat:thp_fault_alloc" in huge and huge[-1] == "sched:sched_switch"
+    assert with_defaults(["default"], "guest", "dirty-log") == []  # no guest process to wrap
+    assert "kvmstat:mmu_shadow_zapped" in with_defaults(["default"], "host", "dirty-log")
+    assert with_defaults(["kvm:kvm_exit"], "host", "fork-dirty") == ["kvm:kvm_exit"]
