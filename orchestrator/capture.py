@@ -4,7 +4,8 @@
 trace-cmd's -P filters by thread id, and a guest's vCPUs are threads of its QEMU process that
 exist before the trial starts, so every thread of the QEMU process is named. Recording starts
 before the trial (trace-cmd says "Hit Ctrl^C to stop recording" once its buffers are armed)
-and ends with SIGINT, which makes trace-cmd write the file.
+and ends with SIGINT, which makes trace-cmd write the file. Where ftrace cannot be enabled
+(this project's own machines: "Can't enable ftrace") the trial is marked and runs on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ READY = "Hit Ctrl^C to stop recording"
 def record_argv(pid: int, out: Path, events: Sequence[str], proc_root: Path = Path("/proc")
                 ) -> list[str]:
     tids = sorted((p.name for p in (proc_root / str(pid) / "task").iterdir()), key=int)
-    argv = ["trace-cmd", "record", "-o", str(out)]
+    # line-buffered stdout: through a pipe trace-cmd would hold its "ready" line until exit
+    argv = ["stdbuf", "-oL", "trace-cmd", "record", "-o", str(out)]
     for event in events:
         argv += ["-e", event]
     for tid in tids:
