@@ -184,23 +184,22 @@ class PerfTracer:
             yield window
             return
         stat_names = expand_globs(stats, kvm_stats.available(pid))
-        before = kvm_stats.snapshot(pid, stat_names)
+        problems: list[str] = []
+        host_counts: Callable[[], tuple[EventCount, ...]] = tuple
         with ExitStack() as stack:
             if capture is not None and spec.capture:
                 events = [n for n in expand(perf_host, self._host_known(), DEFAULT_HOST)
                           if n in self._host_known() and ":" in n]  # tracepoints only
                 problems = stack.enter_context(recording(pid, capture, events))
-            else:
-                problems = []
             if perf_host:
-                with self._host_window(perf_host, pid, window) as host_counts:
-                    yield window
-                window.counts += host_counts()
-            else:
-                yield window
+                host_counts = stack.enter_context(self._host_window(perf_host, pid, window))
+            # innermost, so the deltas cover the trial, not the tracers' start and stop
+            before = kvm_stats.snapshot(pid, stat_names)
+            yield window
+            after = kvm_stats.snapshot(pid, stat_names)
+        window.counts += host_counts() + kvm_stats.deltas(before, after)
         if problems and not window.problem:
             window.problem = problems[0]
-        window.counts += kvm_stats.deltas(before, kvm_stats.snapshot(pid, stat_names))
 
     def _host_known(self) -> set[str]:
         if "host" not in self._known:
