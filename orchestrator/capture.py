@@ -1,18 +1,18 @@
 """A full record of one trial's host events with trace-cmd, for looking at individual events
-(`trace-cmd report FILE`), next to the counts every trial gets.
+(`trace-cmd report -i FILE`), next to the counts every trial gets.
 
 trace-cmd's -P filters by thread id, and a guest's vCPUs are threads of its QEMU process that
 exist before the trial starts, so every thread of the QEMU process is named. Recording starts
-before the trial (trace-cmd says "Hit Ctrl^C to stop recording" once its buffers are armed)
-and ends with SIGINT, which makes trace-cmd write the file. Where ftrace cannot be enabled
-(this project's own machines: "Can't enable ftrace") the trial is marked and runs on.
+before the trial (once the per-CPU recorders have opened their files) and ends with SIGINT,
+which makes trace-cmd write the file. Where ftrace cannot be enabled (this project's own
+machines: "Can't enable ftrace"), the trial is marked and runs on.
 """
 
 from __future__ import annotations
 
 import logging
-import select
 import signal
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,14 +22,10 @@ from orchestrator import proc
 
 log = logging.getLogger(__name__)
 
-READY = "Hit Ctrl^C to stop recording"
-
-
 def record_argv(pid: int, out: Path, events: Sequence[str], proc_root: Path = Path("/proc")
                 ) -> list[str]:
     tids = sorted((p.name for p in (proc_root / str(pid) / "task").iterdir()), key=int)
-    # line-buffered stdout: through a pipe trace-cmd would hold its "ready" line until exit
-    argv = ["stdbuf", "-oL", "trace-cmd", "record", "-o", str(out)]
+    argv = ["trace-cmd", "record", "-o", str(out)]
     for event in events:
         argv += ["-e", event]
     for tid in tids:
@@ -44,7 +40,7 @@ def recording(pid: int, out: Path, events: Sequence[str], *,
     problems: list[str] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     with proc.background(record_argv(pid, out, events), settle_s=0) as child:
-        if not _armed(child, time.monotonic() + start_timeout):
+        if not _armed(child, out, time.monotonic() + start_timeout):
             problems.append("trace-cmd never started recording")
         yield problems
         err = proc.stop_background(child, signal.SIGINT, timeout=120)
@@ -54,17 +50,14 @@ def recording(pid: int, out: Path, events: Sequence[str], *,
         log.warning("capture %s: %s", out.name, "; ".join(problems))
 
 
-def _armed(child: object, deadline: float) -> bool:
-    stdout = getattr(child, "stdout", None)
-    if stdout is None:
-        return False
+def _armed(child: subprocess.Popen[str], out: Path, deadline: float) -> bool:
+    """Recording has begun once trace-cmd's per-CPU recorders have opened their files
+    (OUT.cpuN); its "Hit Ctrl^C" line is no signal through a pipe (it comes at exit)."""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            return False
-        line = stdout.readline()
-        if not line:
-            return False  # trace-cmd exited
-        if READY in line:
+        if child.poll() is not None:
+            return False  # trace-cmd gave up (e.g. ftrace cannot be enabled here)
+        if any(out.parent.glob(f"{out.name}.cpu*")):
+            time.sleep(0.2)  # every CPU's recorder, not just the first
             return True
+        time.sleep(0.05)
     return False
