@@ -141,7 +141,7 @@ def test_interrupted_lab_run_restores_npt(lab: Lab, suite: Path, tmp_path: Path)
     assert {"tdp", "shadow"} <= set(run.trials["paging_mode"])  # stopped half way
     assert "N" in {s["npt"] for s in outcome.samples}  # it was in shadow mode when stopped
     assert outcome.npt_after == "Y" and lab.sysfs_read(NPT) == "Y"
-    left = lab.run(["pgrep", "-f", "qemu-system"], timeout=60, check=False)
+    left = lab.run(["pgrep", "-x", "qemu-system-x86"], timeout=60, check=False)
     assert left.stdout.strip() == ""  # the L2 guest went with the run
 
 
@@ -172,5 +172,5 @@ def test_dirty_logging_and_migration_in_the_lab(lab: Lab, tmp_path: Path) -> Non
     # throwing shadow pages away is what shadow paging does when the bitmap is cleared
     assert events[("shadow", "logging")]["kvmstat:mmu_shadow_zapped"] > 0
     assert events[("tdp", "logging")]["kvmstat:mmu_shadow_zapped"] == 0
-    left = lab.run(["pgrep", "-f", "qemu-system"], timeout=60, check=False)
+    left = lab.run(["pgrep", "-x", "qemu-system-x86"], timeout=60, check=False)
     assert left.stdout.strip() == ""  # sources and destinations all gone
