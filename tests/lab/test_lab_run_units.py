@@ -1,0 +1,40 @@
+"""The pieces of `orchestrate lab run` that need no L1: the inner job and the collection of
+its run directory (the real thing runs in test_lab_run.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestrator import results
+from orchestrator.lab_run import _collect, inner_script
+
+
+def test_inner_job_is_labelled_nested_and_reports_its_exit_code() -> None:
+    script = inner_script(Path("/src/.venv"), "box-lab")
+    assert "env -i " in script  # nothing of the SSH session's environment leaks in
+    assert "ORCH_ACCEL_LABEL=nested-tcg" in script and "ORCH_GUEST_LAUNCHER=qemu" in script
+    assert "/src/.venv/bin/orchestrate run /mnt/suite.yaml --results-dir /mnt/results" in script
+    assert script.rstrip().endswith("echo $? > /mnt/inner.rc")
+    assert "hostname box-lab" in script
+
+
+def test_collect_moves_the_run_and_records_the_lab(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    run = share / "results" / "20261128-100000-s-abcdef"
+    (run / "logs").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"run_id": run.name, "status": "done"}))
+    (share / "results" / "latest").symlink_to(run.name)
+    (share / "inner.log").write_text("orchestrate: 1 trials to run\n")
+    root = tmp_path / "root"
+    moved = _collect(share, root, {"npt_before": "Y", "npt_after": "Y", "npt_samples": []})
+    assert moved == root / run.name and not run.exists()
+    manifest = results.read_manifest(moved)
+    assert manifest["lab"]["npt_after"] == "Y" and manifest["status"] == "done"
+    assert (moved / "logs" / "lab-inner.log").read_text().startswith("orchestrate:")
+    assert (root / "latest").resolve() == moved.resolve()
+
+
+def test_collect_without_a_run_directory_says_so(tmp_path: Path) -> None:
+    (tmp_path / "inner.log").write_text("orchestrate: error: the mini image is not built\n")
+    assert _collect(tmp_path, tmp_path / "root", {}) is None
