@@ -72,17 +72,17 @@ def suite(tmp_path: Path) -> Path:
 
 def test_tdp_vs_shadow_suite_in_the_lab(lab: Lab, suite: Path, tmp_path: Path) -> None:
     outcome = run_in_lab(lab, load_suite(suite), tmp_path / "results", timeout=2400)
-    assert outcome.exit_code == 0, (lab.workdir / "inner.log").read_text()[-2000:]
-    assert outcome.run_dir is not None
+    assert outcome.run_dir is not None, (lab.workdir / "inner.log").read_text()[-2000:]
     run = results.load(outcome.run_dir)
     trials = run.trials[~run.trials["warmup"]]
     assert set(trials["accel"]) == {"nested-tcg"}  # never labelled plain kvm
-    # Seen once in a few dozen runs: an L2 under shadow paging inside the emulated L1 stopped
-    # answering mid-fork (its QEMU spinning). The harness then records the trial as an error
-    # (timed out) and goes on; that is allowed here, nothing else is, and every point must
-    # still have measured trials.
+    # Seen twice in about twenty runs: an L2 inside the emulated L1 stopped answering
+    # mid-trial (once its QEMU spinning, once the SSH channel closed). The harness then
+    # records that trial as an error (timed out, exit 3) and goes on; that is allowed here,
+    # nothing else is, and every point must still have measured trials.
     bad = trials[trials["outcome"] != "ok"]
     assert set(bad["outcome"]) <= {"error"} and bad["reason"].str.contains("timed out").all()
+    assert outcome.exit_code == (3 if len(bad) else 0), bad["reason"].tolist()
 
     # every sysfs sample taken while a mode's trials ran says that mode
     for mode, rows in trials.groupby("paging_mode"):
