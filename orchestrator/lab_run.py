@@ -29,7 +29,7 @@ from typing import Any
 from orchestrator import results
 from orchestrator.errors import BadInput, ExitCode, HarnessError
 from orchestrator.images import load_image, require_workloads
-from orchestrator.lab import NPT, Lab, load_kvm, nested_lab
+from orchestrator.lab import L1_PATH, NPT, Lab, load_kvm, nested_lab
 from orchestrator.suite_file import LoadedSuite, load_suite
 from orchestrator.targets import PROJECT_ROOT
 
@@ -73,7 +73,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def inner_script(venv: Path, hostname: str) -> str:
     env = {
-        "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": f"{venv}/bin:{L1_PATH}",
         "HOME": "/root", "ORCH_ACCEL_LABEL": "nested-tcg", "ORCH_GUEST_LAUNCHER": "qemu",
         "ORCH_IMAGE_CACHE": f"{SHARE}/images", "NO_COLOR": "1", "TERM": "dumb",
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -11,9 +11,7 @@ watchdog powers them off.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,6 +24,7 @@ from typing import Any
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from orchestrator import proc
 from orchestrator.errors import HarnessError, Unavailable
 from orchestrator.libvirt_domain import NIC_PCI_SLOT, DomainSpec, file_tail, pick_free_port
 
@@ -232,8 +231,5 @@ def _abandon(guest: RunningQemu, dest: subprocess.Popen[bytes]) -> None:
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
     if child.poll() is None:
-        try:
-            os.killpg(child.pid, signal.SIGKILL)  # like virDomainDestroy: no guest shutdown
-        except ProcessLookupError:
-            pass
+        proc.kill_group(child)  # SIGKILL, like virDomainDestroy: no guest shutdown
     child.wait()
