@@ -25,6 +25,9 @@ from orchestrator.tracing import TraceWindow
 
 log = logging.getLogger(__name__)
 
+MAX_REPLACEMENTS = 2  # fresh guests per (mode, guest) before its remaining trials are given up
+PROBE_TIMEOUT_S = 30.0
+
 
 class Progress:
     """What the executor tells the user; the CLI picks a terminal or a plain-log flavour."""
@@ -106,22 +109,39 @@ class Executor:
                 self._run_guest(state, group)
 
     def _run_guest(self, state: ModeState, group: GuestGroup) -> None:
-        with ExitStack() as stack:
-            try:
-                target = stack.enter_context(self.backend.open_target(state, group.guest))
-            except OrchestratorError as exc:
-                self.progress.note(f"guest {group.guest} ({state.verified}): {exc.one_line()}")
-                self._record_all(group, state, Outcome.ERROR, exc.one_line())
+        """A guest's trials, in order. A guest that stops answering after a failed trial (an
+        L2 under nested emulation has been seen to) is replaced by a freshly booted one for
+        the trials still to run, at most MAX_REPLACEMENTS times."""
+        pending = [c for p in group.points for c in cells_of(p) if self.selection.wants(c)]
+        replacements = 0
+        while pending:
+            with ExitStack() as stack:
+                try:
+                    target = stack.enter_context(self.backend.open_target(state, group.guest))
+                except OrchestratorError as exc:
+                    self.progress.note(f"guest {group.guest} ({state.verified}): "
+                                       f"{exc.one_line()}")
+                    self._record_cells(pending, state, Outcome.ERROR, exc.one_line())
+                    return
+                while pending:
+                    record = self._run_trial(state, target, pending.pop(0), replacements)
+                    self._record(record)
+                    if record.outcome is Outcome.ERROR and not _answers(target):
+                        break
+            if not pending:
                 return
-            for point in group.points:
-                self._run_point(state, target, point)
+            replacements += 1
+            if replacements > MAX_REPLACEMENTS:
+                reason = (f"guest {group.guest} stopped answering {replacements} times; "
+                          "its remaining trials were not run")
+                self.progress.note(reason)
+                self._record_cells(pending, state, Outcome.ERROR, reason)
+                return
+            self.progress.note(f"guest {group.guest} ({state.verified}) stopped answering; "
+                               f"booting a fresh one for its {len(pending)} remaining trials")
 
-    def _run_point(self, state: ModeState, target: Target, point: Point) -> None:
-        for cell in cells_of(point):
-            if self.selection.wants(cell):
-                self._record(self._run_trial(state, target, cell))
-
-    def _run_trial(self, state: ModeState, target: Target, cell: Cell) -> TrialRecord:
+    def _run_trial(self, state: ModeState, target: Target, cell: Cell,
+                   replacements: int = 0) -> TrialRecord:
         point = cell.point
         workload = next(w for w in self.suite.workloads if w.name == point.workload)
         timeout = workload.timeout or self.suite.timeouts.trial
@@ -142,6 +162,8 @@ class Executor:
         except CommandError as exc:
             what = "timed out" if exc.timed_out else "could not run"
             parsed = workloads.ParsedTrial(Outcome.ERROR, f"{what}: {exc.one_line()}")
+        if replacements:  # measured in a guest booted again mid-point: say so on the row
+            parsed = replace(parsed, info={**parsed.info, "guest_replacements": replacements})
         return self._trial_record(state, cell, parsed, window.counts, started)
 
     def _capture_path(self, cell: Cell) -> Path | None:
@@ -166,13 +188,25 @@ class Executor:
     def _record_all(self, group: GuestGroup, state: ModeState | None, outcome: Outcome,
                     reason: str) -> None:
         """Every wanted trial of a group that could not run gets a row saying why."""
-        mode = state or ModeState(group.mode, "unavailable", "none", {})
-        for point in group.points:
-            for cell in cells_of(point):
-                if self.selection.wants(cell):
-                    parsed = workloads.ParsedTrial(outcome, reason)
-                    self._record(self._trial_record(mode, cell, parsed, (), time.time()))
+        cells = [c for p in group.points for c in cells_of(p) if self.selection.wants(c)]
+        self._record_cells(cells, state or ModeState(group.mode, "unavailable", "none", {}),
+                           outcome, reason)
+
+    def _record_cells(self, cells: list[Cell], state: ModeState, outcome: Outcome,
+                      reason: str) -> None:
+        for cell in cells:
+            parsed = workloads.ParsedTrial(outcome, reason)
+            self._record(self._trial_record(state, cell, parsed, (), time.time()))
 
     def _record(self, record: TrialRecord) -> None:
         self.journal.append(record)
         self.progress.trial_done(record)
+
+
+def _answers(target: Target) -> bool:
+    """After a failed trial: is the guest still there to run the next one?"""
+    try:
+        target.run(["true"], timeout=PROBE_TIMEOUT_S)
+    except CommandError:
+        return False
+    return True

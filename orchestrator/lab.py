@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import proc
+from orchestrator.errors import HarnessError
 from orchestrator.images import (
     default_cache_root,
     install_file,
@@ -33,7 +37,7 @@ from orchestrator.images import (
     write_cpio,
 )
 from orchestrator.libvirt_domain import pick_free_port
-from orchestrator.ssh import GuestSession, new_run_key, wait_for_ssh
+from orchestrator.ssh import ConnectionLost, GuestSession, new_run_key, wait_for_ssh
 from orchestrator.targets import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 LAB_INIT = PROJECT_ROOT / "images" / "lab" / "init"
 LAB_MODULES = ["virtio_pci", "virtio_net", "9pnet_virtio", "9p"]
 L1_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CONSOLE = "l1-console.log"
+QEMU_LOG = "l1-qemu.log"  # L1's QEMU's own stdout/stderr (an abort of the emulator lands here)
+RECONNECT_S = 120.0
 
 
 def lab_initrd(cache_root: Path | None = None) -> tuple[Path, Path]:
@@ -69,19 +76,63 @@ def lab_initrd(cache_root: Path | None = None) -> tuple[Path, Path]:
     return kernel, out / "initrd.img"
 
 
+class LabLost(HarnessError):
+    """The lab host (L1) itself died: its QEMU exited (a panic with -no-reboot, or a crash)."""
+
+
 @dataclass
 class Lab:
     session: GuestSession
     workdir: Path  # the writable share: /mnt inside L1
     ssh_port: int
+    qemu: subprocess.Popen[str] | None = None  # L1 itself, when this process started it
+    _reconnect: Callable[[], GuestSession] | None = None
 
-    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> proc.Completed:
-        """A command on the lab host (L1), with proc.run's contract."""
-        return self.session.run(["env", f"PATH={L1_PATH}", *argv], timeout=timeout,
-                                check=check)
+    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True,
+            idempotent: bool = False) -> proc.Completed:
+        """A command on the lab host (L1), with proc.run's contract.
+
+        A lost SSH connection while L1 lives is reconnected (an emulated L1 under load has
+        dropped one), and an idempotent command (a read, a signal) is then tried again; a dead
+        L1 is a LabLost that says how it died."""
+        full = ["env", f"PATH={L1_PATH}", *argv]
+        try:
+            return self.session.run(full, timeout=timeout, check=check)
+        except ConnectionLost as lost:
+            self._recover(lost)
+            if not idempotent:
+                raise
+            log.warning("lost the SSH connection to L1 (%s); reconnected, trying again", lost)
+            return self.session.run(full, timeout=timeout, check=check)
 
     def sysfs_read(self, path: str) -> str:
-        return self.run(["cat", path], timeout=60).stdout.strip()
+        return self.run(["cat", path], timeout=60, idempotent=True).stdout.strip()
+
+    def alive(self) -> bool:
+        return self.qemu is None or self.qemu.poll() is None
+
+    def death_report(self) -> str:
+        """How L1 ended, from its QEMU's exit status, console and stderr."""
+        status = "running" if self.qemu is None else f"QEMU exit status {self.qemu.poll()}"
+        return (f"{status}; console {_last_lines(self.workdir / CONSOLE)!r}; "
+                f"QEMU said {_last_lines(self.workdir / QEMU_LOG)!r}")
+
+    def _recover(self, lost: ConnectionLost) -> None:
+        if self.alive():
+            time.sleep(1)  # the connection may be lost because QEMU is going away right now
+        if not self.alive() or self._reconnect is None:
+            raise LabLost(f"the lab host (L1) died under `{shlex.join(lost.argv[2:])}` "
+                          f"({self.death_report()})",
+                          hint=f"its console log: {self.workdir / CONSOLE}") from lost
+        self.session.close()
+        self.session = self._reconnect()
+
+
+def _last_lines(path: Path, count: int = 3) -> str:
+    if not path.exists():
+        return ""
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return " | ".join(line.strip() for line in lines[-count:])
 
 
 def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib: int,
@@ -100,7 +151,7 @@ def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib:
                    "multidevs=remap",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=n0",
-        "-serial", f"file:{workdir / 'l1-console.log'}", "-monitor", "none",
+        "-serial", f"file:{workdir / CONSOLE}", "-monitor", "none",
     ]
 
 
@@ -123,18 +174,21 @@ def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
     host_key = _host_key(workdir)
     port = pick_free_port()
     argv = _qemu_argv(kernel, initrd, workdir, port, memory_mib, smp)
-    with proc.background(argv, settle_s=0) as qemu:
+    with proc.background(argv, settle_s=0, output=workdir / QEMU_LOG) as qemu:
         def console() -> str:
-            text = (workdir / "l1-console.log").read_text(errors="replace").strip()
-            return f"last line {text.splitlines()[-1:]!r}, log {workdir / 'l1-console.log'}"
+            return f"last lines {_last_lines(workdir / CONSOLE)!r}, log {workdir / CONSOLE}"
 
-        session = wait_for_ssh("127.0.0.1", port, user="root", key=key, host_key=host_key,
-                               deadline_s=boot_timeout, alive=lambda: qemu.poll() is None,
-                               console=console)
+        def connect(deadline_s: float) -> GuestSession:
+            return wait_for_ssh("127.0.0.1", port, user="root", key=key, host_key=host_key,
+                                deadline_s=deadline_s, alive=lambda: qemu.poll() is None,
+                                console=console)
+
+        lab = Lab(connect(boot_timeout), workdir, port, qemu,
+                  lambda: connect(RECONNECT_S))
         try:
-            yield Lab(session, workdir, port)
+            yield lab
         finally:
-            session.close()
+            lab.session.close()
 
 
 def load_kvm(lab: Lab, *, npt: bool = True) -> None:

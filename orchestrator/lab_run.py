@@ -29,7 +29,16 @@ from typing import Any
 from orchestrator import results
 from orchestrator.errors import BadInput, ExitCode, HarnessError
 from orchestrator.images import load_image, require_workloads
-from orchestrator.lab import L1_PATH, NPT, Lab, load_kvm, nested_lab
+from orchestrator.lab import (
+    CONSOLE,
+    L1_PATH,
+    NPT,
+    QEMU_LOG,
+    Lab,
+    LabLost,
+    load_kvm,
+    nested_lab,
+)
 from orchestrator.suite_file import LoadedSuite, load_suite
 from orchestrator.targets import PROJECT_ROOT
 
@@ -88,7 +97,8 @@ def inner_script(venv: Path, hostname: str) -> str:
 
 
 def sample_npt(lab: Lab) -> Sample:
-    done = lab.run(["sh", "-c", f"date +%s.%N; cat {NPT} 2>/dev/null || echo -"], timeout=60)
+    done = lab.run(["sh", "-c", f"date +%s.%N; cat {NPT} 2>/dev/null || echo -"], timeout=60,
+                   idempotent=True)
     stamp, value = done.stdout.split()
     return {"t": float(stamp), "npt": value}
 
@@ -113,11 +123,20 @@ def run_in_lab(lab: Lab, loaded: LoadedSuite, results_root: Path, *,
     samples: list[Sample] = []
     interrupted = False
     try:
-        _watch(lab, workdir, samples, timeout, stop_when)
-    except KeyboardInterrupt:
-        interrupted = True
-        _stop_inner(lab, workdir, samples)
-    npt_after = lab.sysfs_read(NPT)
+        try:
+            _watch(lab, workdir, samples, timeout, stop_when)
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop_inner(lab, workdir, samples)
+        npt_after = lab.sysfs_read(NPT)
+    except LabLost as lost:
+        # what was measured is on this side already (the share): keep it, then say how L1 died
+        run_dir = _collect(workdir, results_root, {
+            "npt_before": npt_before, "npt_samples": samples, "l1_host": socket.gethostname(),
+            "lost": str(lost)})
+        if run_dir is not None:
+            _salvage(run_dir, str(lost))
+        raise LabLost(f"{lost}; measured trials kept in {run_dir}", hint=lost.hint) from None
     rc = int((workdir / "inner.rc").read_text())
     run_dir = _collect(workdir, results_root, {
         "npt_before": npt_before, "npt_after": npt_after, "npt_samples": samples,
@@ -150,12 +169,21 @@ def _watch(lab: Lab, workdir: Path, samples: list[Sample], timeout: float,
 def _signal_inner(lab: Lab, workdir: Path) -> None:
     pid = (workdir / "inner.pid").read_text().strip()
     log.info("stopping the run inside the lab (SIGTERM to %s)", pid)
-    lab.run(["kill", "-TERM", pid], timeout=60, check=False)
+    lab.run(["kill", "-TERM", pid], timeout=60, check=False, idempotent=True)
 
 
 def _stop_inner(lab: Lab, workdir: Path, samples: list[Sample]) -> None:
     _signal_inner(lab, workdir)
     _watch(lab, workdir, samples, STOP_GRACE_S, None)
+
+
+def _salvage(run_dir: Path, why: str) -> None:
+    """A run whose host died before it could finish: its tables from the journal, and why."""
+    results.finalize_tables(run_dir)
+    manifest = results.read_manifest(run_dir)
+    if manifest.get("status") == "running":
+        manifest.update(status="error", error=why)
+        results.write_json_atomic(run_dir / results.MANIFEST, manifest)
 
 
 def _collect(workdir: Path, results_root: Path, lab_facts: dict[str, Any]) -> Path | None:
@@ -171,7 +199,7 @@ def _collect(workdir: Path, results_root: Path, lab_facts: dict[str, Any]) -> Pa
     shutil.move(runs[-1], run_dir)
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
-    for name in ("inner.log", "l1-console.log"):
+    for name in ("inner.log", CONSOLE, QEMU_LOG):
         if (workdir / name).exists():
             shutil.copy2(workdir / name, logs / f"lab-{name}")
     manifest = results.read_manifest(run_dir)

@@ -7,6 +7,7 @@ the tails of stdout/stderr.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from orchestrator.errors import HarnessError
 
@@ -116,14 +117,22 @@ def kill_group(proc: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def background(argv: Sequence[str], *, settle_s: float = 0.2) -> Iterator[subprocess.Popen[str]]:
-    """A command running alongside the caller (a tracer); killed on every exit path."""
+def background(argv: Sequence[str], *, settle_s: float = 0.2,
+               output: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+    """A command running alongside the caller (a tracer); killed on every exit path.
+
+    Its stdout and stderr are pipes for the caller to read, or go to `output` for a long-lived
+    command nobody reads (a full pipe would block it)."""
     argv = [str(a) for a in argv]
     log.debug("+ (background) %s", shlex.join(argv))
     try:
-        child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+        with contextlib.ExitStack() as files:
+            sink: int | IO[str] = subprocess.PIPE
+            if output is not None:
+                sink = files.enter_context(output.open("a"))
+            child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+                argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                text=True, start_new_session=True)
     except OSError as exc:
         raise CommandError(argv, None, reason=f"could not start ({exc.strerror})") from exc
     time.sleep(settle_s)  # let it attach before the measured work starts

@@ -47,6 +47,10 @@ def _pinned(host_key_line: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
 
 
+class ConnectionLost(CommandError):
+    """The SSH connection died under a command (the guest crashed, or its sshd went away)."""
+
+
 class GuestSession:
     """One persistent SSH connection to a guest."""
 
@@ -79,7 +83,7 @@ class GuestSession:
         try:
             out, err, status = self._exec(command, timeout + GRACE_S)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise CommandError(argv, None, reason=f"lost the guest ({exc})",
+            raise ConnectionLost(argv, None, reason=f"lost the guest ({exc})",
                                hint="see the guest console log in the run's logs/") from None
         # The guest-side SIGKILL shows as 137, or as -1 when the server reports the signal
         # instead of a status; only the elapsed time tells it from a crash by signal.
@@ -88,7 +92,7 @@ class GuestSession:
         if status == -1:  # no exit status: the connection died, or a signal killed it
             transport = self._client.get_transport()
             if transport is None or not transport.is_active():
-                raise CommandError(argv, None, out, err, reason="lost the guest mid-command",
+                raise ConnectionLost(argv, None, out, err, reason="lost the guest mid-command",
                                    hint="see the guest console log in the run's logs/")
             raise CommandError(argv, -1, out, err, reason="was killed by a signal")
         done = Completed(tuple(argv), status, out, err)

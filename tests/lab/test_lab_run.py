@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -54,13 +55,34 @@ timeouts: {boot: 600s, trial: 300s}
 NPT_OF_MODE = {"tdp": "Y", "shadow": "N"}
 
 
+class LabHost:
+    """The module's L1, shared by its tests, and booted again if a test left it dead (so one
+    emulated L1 that died fails one test, with its death report, never the next ones)."""
+
+    def __init__(self, stack: ExitStack, factory: pytest.TempPathFactory) -> None:
+        self._stack, self._factory = stack, factory
+        self._lab: Lab | None = None
+
+    def live(self) -> Lab:
+        if self._lab is None or not self._lab.alive():
+            if self._lab is not None:
+                print(f"the previous L1 died: {self._lab.death_report()}")
+            self._lab = self._stack.enter_context(nested_lab(self._factory.mktemp("lab")))
+            load_kvm(self._lab, npt=True)  # the lab host's original state
+        return self._lab
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHost]:
     subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
     build_mini()
-    with nested_lab(tmp_path_factory.mktemp("lab")) as lab:
-        load_kvm(lab, npt=True)  # the lab host's original state
-        yield lab
+    with ExitStack() as stack:
+        yield LabHost(stack, tmp_path_factory)
+
+
+@pytest.fixture()
+def lab(lab_host: LabHost) -> Lab:
+    return lab_host.live()
 
 
 @pytest.fixture()
