@@ -30,7 +30,6 @@ from orchestrator.qemu_direct import RunningQemu, migrate_locally
 from orchestrator.results import Metric, Outcome
 from orchestrator.workloads import ParsedTrial
 
-HOST_ASSISTED = ("dirty-log", "migrate")
 INTERVAL_S = 0.1
 MARGIN_S = 0.1
 OUT = "/tmp/orch-dirtier.out"  # noqa: S108 - a path inside the throwaway guest

@@ -145,13 +145,13 @@ class Executor:
         point = cell.point
         workload = next(w for w in self.suite.workloads if w.name == point.workload)
         timeout = workload.timeout or self.suite.timeouts.trial
-        argv = [] if point.kind in dirty.HOST_ASSISTED else workloads.command(
+        argv = [] if point.kind in workloads.HOST_ASSISTED else workloads.command(
             point.kind, point.param_dict, target.bin_dir)
         started = time.time()
         window = TraceWindow()
         try:
             with self.tracer(target, point, self._capture_path(cell)) as window:
-                if point.kind in dirty.HOST_ASSISTED:
+                if point.kind in workloads.HOST_ASSISTED:
                     window.no_guest_side()  # no single guest process to count around
                     parsed = dirty.run_trial(point.kind, target, point.param_dict, timeout)
                 else:

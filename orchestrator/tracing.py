@@ -32,6 +32,7 @@ from orchestrator.event_globs import expand_globs
 from orchestrator.plan import Point
 from orchestrator.results import EventCount
 from orchestrator.suite import Suite, TraceSpec
+from orchestrator.workloads import HOST_ASSISTED
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ KIND_HOST = {
 def with_defaults(requested: Sequence[str], side: str, kind: str) -> list[str]:
     """`default` in a suite's event list, replaced by this side's defaults for the kind."""
     if side == "guest":
-        base = () if kind in ("dirty-log", "migrate") else DEFAULT_GUEST
+        base = () if kind in HOST_ASSISTED else DEFAULT_GUEST
         defaults = (*base, *KIND_GUEST.get(kind, ()))
     else:
         defaults = (*DEFAULT_HOST, *KIND_HOST.get(kind, ()))
@@ -67,12 +68,6 @@ def with_defaults(requested: Sequence[str], side: str, kind: str) -> list[str]:
 
 
 Runner = Callable[[Sequence[str], float], proc.Completed]
-
-
-def expand(requested: Sequence[str], known: set[str], defaults: Sequence[str]) -> list[str]:
-    """Globs and `default` to concrete names; unmatched names stay (they become unavailable)."""
-    return expand_globs([n for item in requested
-                         for n in (defaults if item == "default" else [item])], known)
 
 
 def known_events(run: Runner) -> set[str]:
@@ -170,7 +165,7 @@ class PerfTracer:
             if key not in self._known:
                 self._known[key] = known_events(lambda a, t: run(a, timeout=t))
             window.guest_known = self._known[key]
-            window.guest_names = expand(perf_guest, window.guest_known, DEFAULT_GUEST)
+            window.guest_names = expand_globs(perf_guest, window.guest_known)
         if vmstat_guest and run is not None:
             if f"vmstat:{key}" not in self._known:
                 done = run(["cat", "/proc/vmstat"], timeout=60)
@@ -188,7 +183,7 @@ class PerfTracer:
         host_counts: Callable[[], tuple[EventCount, ...]] = tuple
         with ExitStack() as stack:
             if capture is not None and spec.capture:
-                events = [n for n in expand(perf_host, self._host_known(), DEFAULT_HOST)
+                events = [n for n in expand_globs(perf_host, self._host_known())
                           if n in self._host_known() and ":" in n]  # tracepoints only
                 problems = stack.enter_context(recording(pid, capture, events))
             if perf_host:
@@ -210,7 +205,7 @@ class PerfTracer:
     def _host_window(self, requested: Sequence[str], pid: int,
                      window: TraceWindow) -> Iterator[Callable[[], tuple[EventCount, ...]]]:
         known = self._host_known()
-        names = expand(requested, known, DEFAULT_HOST)
+        names = expand_globs(requested, known)
         usable = [n for n in names if n in known]
         result: list[EventCount] = []
         if not usable:

@@ -23,6 +23,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 3
 BINARY_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop")
 
 
+# Kinds whose trial the host drives (QMP, migration) around a detached guest program, so
+# there is no single guest process to run or to count events around.
+HOST_ASSISTED = ("dirty-log", "migrate")
+
 @dataclass(frozen=True)
 class ParsedTrial:
     outcome: Outcome

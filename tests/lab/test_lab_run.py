@@ -9,14 +9,15 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from orchestrator import results
 from orchestrator.images import build_mini
-from orchestrator.lab import NPT, Lab, load_kvm, nested_lab
-from orchestrator.lab_run import run_in_lab
+from orchestrator.lab import NPT, Lab, LabLost, load_kvm, nested_lab
+from orchestrator.lab_run import LabRunOutcome, run_in_lab
 from orchestrator.suite_file import load_suite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
@@ -80,20 +81,24 @@ def lab_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHost]:
         yield LabHost(stack, tmp_path_factory)
 
 
-@pytest.fixture()
-def lab(lab_host: LabHost) -> Lab:
-    return lab_host.live()
+def run_suite(lab_host: LabHost, text: str, tmp_path: Path, **kwargs: Any
+              ) -> tuple[Lab, LabRunOutcome]:
+    """run_in_lab, given one more chance in a fresh L1 if the emulated L1 itself died (its
+    QEMU exited: an emulator crash or an L1 panic, not the behaviour under test). How it died
+    is printed, and a second death fails the test."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(text)
+    lab = lab_host.live()
+    try:
+        return lab, run_in_lab(lab, load_suite(suite), tmp_path / "results", **kwargs)
+    except LabLost as lost:
+        print(f"L1 died, trying once more in a fresh one: {lost}")
+    lab = lab_host.live()
+    return lab, run_in_lab(lab, load_suite(suite), tmp_path / "results-again", **kwargs)
 
 
-@pytest.fixture()
-def suite(tmp_path: Path) -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(SUITE)
-    return path
-
-
-def test_tdp_vs_shadow_suite_in_the_lab(lab: Lab, suite: Path, tmp_path: Path) -> None:
-    outcome = run_in_lab(lab, load_suite(suite), tmp_path / "results", timeout=2400)
+def test_tdp_vs_shadow_suite_in_the_lab(lab_host: LabHost, tmp_path: Path) -> None:
+    lab, outcome = run_suite(lab_host, SUITE, tmp_path, timeout=2400)
     assert outcome.run_dir is not None, (lab.workdir / "inner.log").read_text()[-2000:]
     run = results.load(outcome.run_dir)
     trials = run.trials[~run.trials["warmup"]]
@@ -152,7 +157,7 @@ def test_tdp_vs_shadow_suite_in_the_lab(lab: Lab, suite: Path, tmp_path: Path) -
     assert "kvm_exit" in shown.stdout, shown.stderr[-500:]
 
 
-def test_interrupted_lab_run_restores_npt(lab: Lab, suite: Path, tmp_path: Path) -> None:
+def test_interrupted_lab_run_restores_npt(lab_host: LabHost, tmp_path: Path) -> None:
     def shadow_has_begun(share: Path) -> bool:
         for journal in share.glob("results/*/trials.jsonl"):
             rows = [json.loads(line) for line in journal.read_text().splitlines()]
@@ -160,8 +165,8 @@ def test_interrupted_lab_run_restores_npt(lab: Lab, suite: Path, tmp_path: Path)
                 return True
         return False
 
-    outcome = run_in_lab(lab, load_suite(suite), tmp_path / "results", timeout=2400,
-                         stop_when=shadow_has_begun)
+    lab, outcome = run_suite(lab_host, SUITE, tmp_path, timeout=2400,
+                             stop_when=shadow_has_begun)
     assert outcome.exit_code == 130
     assert outcome.run_dir is not None
     run = results.load(outcome.run_dir)
@@ -173,10 +178,8 @@ def test_interrupted_lab_run_restores_npt(lab: Lab, suite: Path, tmp_path: Path)
     assert left.stdout.strip() == ""  # the L2 guest went with the run
 
 
-def test_dirty_logging_and_migration_in_the_lab(lab: Lab, tmp_path: Path) -> None:
-    suite = tmp_path / "dirty.yaml"
-    suite.write_text(DIRTY_SUITE)
-    outcome = run_in_lab(lab, load_suite(suite), tmp_path / "results", timeout=2400)
+def test_dirty_logging_and_migration_in_the_lab(lab_host: LabHost, tmp_path: Path) -> None:
+    lab, outcome = run_suite(lab_host, DIRTY_SUITE, tmp_path, timeout=2400)
     assert outcome.exit_code == 0, (lab.workdir / "inner.log").read_text()[-2000:]
     assert outcome.run_dir is not None
     run = results.load(outcome.run_dir)

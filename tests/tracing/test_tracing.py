@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator import proc, results
-from orchestrator.tracing import DEFAULT_GUEST, TraceWindow, expand, parse_perf_csv
+from orchestrator.event_globs import expand_globs
+from orchestrator.tracing import (
+    DEFAULT_GUEST,
+    DEFAULT_HOST,
+    TraceWindow,
+    parse_perf_csv,
+    with_defaults,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWN = {"kvm:kvm_exit", "kvmmmu:kvm_mmu_sync_page", "kvmmmu:kvm_mmu_unsync_page",
@@ -17,11 +24,13 @@ KNOWN = {"kvm:kvm_exit", "kvmmmu:kvm_mmu_sync_page", "kvmmmu:kvm_mmu_unsync_page
 
 
 def test_globs_defaults_and_unknown_names() -> None:
-    assert expand(["kvmmmu:*"], KNOWN, ()) == ["kvmmmu:kvm_mmu_sync_page",
-                                               "kvmmmu:kvm_mmu_unsync_page"]
-    assert expand(["nosuch:*", "kvm:kvm_exit", "kvm:kvm_exit"], KNOWN, ()) == [
+    assert expand_globs(["kvmmmu:*"], KNOWN) == ["kvmmmu:kvm_mmu_sync_page",
+                                                 "kvmmmu:kvm_mmu_unsync_page"]
+    assert expand_globs(["nosuch:*", "kvm:kvm_exit", "kvm:kvm_exit"], KNOWN) == [
         "nosuch:*", "kvm:kvm_exit"]
-    assert expand(["default"], KNOWN, DEFAULT_GUEST) == list(DEFAULT_GUEST)
+    assert with_defaults(["default"], "guest", "fork-dirty") == list(DEFAULT_GUEST)
+    assert with_defaults(["default", "x:y"], "host", "fork-dirty") == [*DEFAULT_HOST, "x:y"]
+    assert with_defaults(["default"], "guest", "migrate") == []  # no guest process to count
 
 
 def test_perf_csv_is_split_from_the_workloads_stderr() -> None:
