@@ -67,12 +67,18 @@ def make_lab(session: ScriptedSession, workdir: Path, qemu: subprocess.Popen[str
     return Lab(session, workdir, 2222, qemu, reconnect)  # type: ignore[arg-type]
 
 
+def losing_once(workdir: Path, qemu: subprocess.Popen[str], answer: str
+                ) -> tuple[Lab, ScriptedSession, list[ScriptedSession]]:
+    """A lab whose next command loses its connection; the sessions made to replace it."""
+    session = ScriptedSession(lambda argv: answer)
+    session.lost_next = 1
+    reconnected: list[ScriptedSession] = []
+    return make_lab(session, workdir, qemu, reconnected), session, reconnected
+
+
 def test_a_lost_connection_to_a_live_l1_is_reconnected_and_a_read_retried(
         tmp_path: Path, l1_alive: subprocess.Popen[str]) -> None:
-    session = ScriptedSession(lambda argv: "Y\n")
-    reconnected: list[ScriptedSession] = []
-    lab = make_lab(session, tmp_path, l1_alive, reconnected)
-    session.lost_next = 1
+    lab, session, reconnected = losing_once(tmp_path, l1_alive, "Y\n")
     assert lab.sysfs_read("/sys/module/kvm_amd/parameters/npt") == "Y"
     assert session.closed and len(reconnected) == 1 and id(lab.session) == id(reconnected[0])
     assert reconnected[0].commands == [["cat", "/sys/module/kvm_amd/parameters/npt"]]
@@ -80,20 +86,14 @@ def test_a_lost_connection_to_a_live_l1_is_reconnected_and_a_read_retried(
 
 def test_a_command_that_is_not_idempotent_is_not_run_twice(
         tmp_path: Path, l1_alive: subprocess.Popen[str]) -> None:
-    session = ScriptedSession(lambda argv: "")
-    reconnected: list[ScriptedSession] = []
-    lab = make_lab(session, tmp_path, l1_alive, reconnected)
-    session.lost_next = 1
+    lab, session, reconnected = losing_once(tmp_path, l1_alive, "")
     with pytest.raises(ConnectionLost):
         lab.run(["modprobe", "kvm_amd", "npt=0"], timeout=60)
     assert len(reconnected) == 1 and reconnected[0].commands == []  # usable, nothing re-run
 
 
 def test_a_dead_l1_is_reported_with_how_it_died(tmp_path: Path) -> None:
-    session = ScriptedSession(lambda argv: "")
-    reconnected: list[ScriptedSession] = []
-    lab = make_lab(session, tmp_path, dead_l1(tmp_path), reconnected)
-    session.lost_next = 1
+    lab, session, reconnected = losing_once(tmp_path, dead_l1(tmp_path), "")
     with pytest.raises(LabLost) as caught:
         lab.run(["cat", "/proc/uptime"], timeout=60, idempotent=True)
     assert "QEMU exit status 0" in str(caught.value)
