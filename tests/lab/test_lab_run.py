@@ -105,10 +105,12 @@ def test_tdp_vs_shadow_suite_in_the_lab(lab_host: LabHost, tmp_path: Path) -> No
     assert set(trials["accel"]) == {"nested-tcg"}  # never labelled plain kvm
     # Seen twice in about twenty runs: an L2 inside the emulated L1 stopped answering
     # mid-trial (once its QEMU spinning, once the SSH channel closed). The harness then
-    # records that trial as an error (timed out, exit 3) and goes on; that is allowed here,
-    # nothing else is, and every point must still have measured trials.
-    bad = trials[trials["outcome"] != "ok"]
-    assert set(bad["outcome"]) <= {"error"} and bad["reason"].str.contains("timed out").all()
+    # records that trial as an error (exit 3), boots a fresh guest and goes on; that is
+    # allowed here (in a warm-up trial too), nothing else is, and every point must still have
+    # measured trials.
+    bad = run.trials[run.trials["outcome"] != "ok"]
+    assert set(bad["outcome"]) <= {"error"}
+    assert bad["reason"].str.contains("timed out|lost the guest").all(), bad["reason"].tolist()
     assert outcome.exit_code == (3 if len(bad) else 0), bad["reason"].tolist()
 
     # every sysfs sample taken while a mode's trials ran says that mode
