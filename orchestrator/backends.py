@@ -98,7 +98,8 @@ class LabHostBackend:
         with booted_guest(spec, image, key=key, public_key=public, uri=self.uri,
                           boot_timeout=boot, launcher=launcher) as (domain, session):
             facts = {**guest_facts(session), "image": image.to_dict(), "accel": state.accel,
-                     "paging_mode": state.verified, "domain": spec.name, "launcher": launcher}
+                     "paging_mode": state.verified, "domain": spec.name, "launcher": launcher,
+                     "dirty_ring": spec.dirty_ring}
             self._record_guest(f"{state.verified}/{name}", facts)
 
             def connect(port: int) -> GuestSession:

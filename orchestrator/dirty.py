@@ -128,12 +128,14 @@ def _rates(intervals: Sequence[Interval], on: float, off: float,
 
 def _dirty_log(target: GuestTarget, params: Mapping[str, Any], timeout: float) -> ParsedTrial:
     phase = max(1, round(float(params["phase"])))  # calc-dirty-rate counts whole seconds
+    # a guest with KVM's dirty ring is measured through the ring, others through the bitmap
+    mode = "dirty-ring" if target.info.get("dirty_ring") else "dirty-bitmap"
     offset, uncertainty = clock_offset(target)
     _start_dirtier(target, params, timeout)
     try:
         time.sleep(phase)
         on = time.time()
-        target.domain.qmp("calc-dirty-rate", **{"calc-time": phase, "mode": "dirty-bitmap"})
+        target.domain.qmp("calc-dirty-rate", **{"calc-time": phase, "mode": mode})
         deadline = time.monotonic() + phase + 120
         while (rate := target.domain.qmp("query-dirty-rate"))["status"] != "measured":
             if time.monotonic() > deadline:

@@ -58,14 +58,16 @@ def unique_name(run_id: str, guest: str) -> str:
 
 def domain_spec(unique: str, cfg: Guest, image: Image, *, run_id: str, accel: str,
                 logs: Path, disk: Path | None = None) -> DomainSpec:
+    # nested-tcg labels rows from the nested lab; the guest itself runs under KVM there
+    kvm = accel in ("kvm", "nested-tcg")
     return DomainSpec(
-        # nested-tcg labels rows from the nested lab; the guest itself runs under KVM there
-        name=unique, run_id=run_id, accel="kvm" if accel in ("kvm", "nested-tcg") else "tcg",
+        name=unique, run_id=run_id, accel="kvm" if kvm else "tcg",
         vcpus=cfg.vcpus,
         memory_mib=cfg.memory >> 20, hugepages=cfg.hugepages.value, cpu_pins=cfg.cpu_pins,
         kernel=image.kernel, initrd=image.initrd,
         cmdline=" ".join(filter(None, [BASE_CMDLINE, image.boot_args, cfg.cmdline])),
         ssh_port=pick_free_port(), console_log=logs / f"console-{unique}.log", disk=disk,
+        dirty_ring=cfg.dirty_ring if kvm else 0,  # a KVM feature: TCG has no dirty ring
     )
 
 

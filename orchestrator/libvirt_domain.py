@@ -50,6 +50,7 @@ class DomainSpec:
     ssh_port: int
     console_log: Path
     disk: Path | None = None
+    dirty_ring: int = 0  # KVM dirty-ring entries per vCPU; 0 = the dirty bitmap
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -70,7 +71,10 @@ def domain_xml(spec: DomainSpec) -> str:
     _memory_backing(root, spec)
     _cpu(root, spec)
     _os(root, spec)
-    _sub(root, "features").append(ET.Element("acpi"))
+    features = _sub(root, "features")
+    features.append(ET.Element("acpi"))
+    if spec.dirty_ring:
+        _sub(_sub(features, "kvm"), "dirty-ring", state="on", size=str(spec.dirty_ring))
     for event in ("on_poweroff", "on_reboot", "on_crash"):
         _sub(root, event, "destroy")
     _devices(root, spec)

@@ -38,7 +38,8 @@ def qemu_argv(spec: DomainSpec, *, qmp: Path | None = None,
     if spec.cpu_pins:
         raise Unavailable("cpu_pins needs the libvirt launcher",
                           hint="drop cpu_pins from the guest, or run where libvirtd runs guests")
-    accel = ["-accel", "kvm", "-cpu", "host"] if spec.accel == "kvm" else \
+    ring = f",dirty-ring-size={spec.dirty_ring}" if spec.dirty_ring else ""
+    accel = ["-accel", f"kvm{ring}", "-cpu", "host"] if spec.accel == "kvm" else \
         ["-accel", "tcg", "-cpu", "max"]
     argv = [
         "qemu-system-x86_64", "-name", spec.name, "-machine", "q35", *accel,

@@ -219,6 +219,16 @@ class Guest(Frozen):
     # who starts the guest: libvirt, or QEMU directly (needed by `migrate`: libvirt refuses a
     # same-host migration); auto = $ORCH_GUEST_LAUNCHER, else libvirt
     launcher: Literal["auto", "libvirt", "qemu"] = "auto"
+    # KVM's dirty ring instead of its dirty bitmap: entries per vCPU (a power of two from
+    # 1024 to 65536), 0 = off. `dirty-log` then measures in QEMU's dirty-ring mode.
+    dirty_ring: NonNegInt = 0
+
+    @field_validator("dirty_ring")
+    @classmethod
+    def _ring_size(cls, value: int) -> int:
+        if value and (value & (value - 1) or not 1024 <= value <= 65536):
+            raise ValueError("dirty_ring must be 0 (off) or a power of two from 1024 to 65536")
+        return value
 
     @field_validator("memory")
     @classmethod

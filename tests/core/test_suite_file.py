@@ -63,6 +63,8 @@ def test_a_scalar_parameter_is_a_sweep_of_one() -> None:
         ("boot: 300s", "boot: 300", "timeouts.boot: duration 300 needs a unit"),
         ("[512]", "[513]", "ptes_per_table[0]: Input should be less than or equal to 512"),
         ("paging: [native, tdp, shadow]", "paging: [native, native]", "the sweep repeats a value"),
+        ("memory: 2GiB", "memory: 2GiB, dirty_ring: 3000", "suite.yaml:5:60: guests.small.dirty_ring: dirty_ring must be 0 (off) or a power of two from 1024 to 65536"),
+        ("memory: 2GiB", "memory: 2GiB, dirty_ring: 131072", "dirty_ring must be 0 (off) or a power of two"),
         ('"kvmmmu:*"', '"kvm mmu"', "is not an event name"),
     ],
 )

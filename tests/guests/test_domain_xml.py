@@ -76,3 +76,19 @@ def test_nested_lab_rows_still_boot_kvm_domains(tmp_path: Path) -> None:
     for label, domain_type in (("nested-tcg", "kvm"), ("kvm", "kvm"), ("tcg", "qemu")):
         spec = domain_spec("orch-x", Guest(), image, run_id="r", accel=label, logs=tmp_path)
         assert parse(spec).get("type") == domain_type
+
+
+def test_dirty_ring_only_on_kvm_guests_that_ask(tmp_path: Path) -> None:
+    from orchestrator.guest import domain_spec
+    from orchestrator.images import Image
+    from orchestrator.suite import Guest
+
+    ring = parse(spec(accel="kvm", dirty_ring=4096)).find("features/kvm/dirty-ring")
+    assert ring is not None and (ring.get("state"), ring.get("size")) == ("on", "4096")
+    assert parse(spec(accel="kvm")).find("features/kvm") is None
+    image = Image("mini", tmp_path, tmp_path / "k", tmp_path / "i", "ssh-ed25519 AAAA", "6.1",
+                  "h")
+    for label, size in (("nested-tcg", 4096), ("kvm", 4096), ("tcg", 0)):
+        made = domain_spec("orch-x", Guest(dirty_ring=4096), image, run_id="r", accel=label,
+                           logs=tmp_path)
+        assert made.dirty_ring == size  # TCG has no dirty ring: never claimed there

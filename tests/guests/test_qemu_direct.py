@@ -45,6 +45,8 @@ def test_command_line_follows_the_spec(tmp_path: Path, mini_image: Image) -> Non
     assert tcg[tcg.index("-accel") + 1] == "tcg" and tcg[tcg.index("-cpu") + 1] == "max"
     with pytest.raises(Unavailable, match="cpu_pins needs the libvirt launcher"):
         qemu_argv(replace(spec, cpu_pins=(0,)))
+    ring = qemu_argv(replace(spec, dirty_ring=4096))
+    assert ring[ring.index("-accel") + 1] == "kvm,dirty-ring-size=4096"
 
 
 def test_unknown_launcher_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:

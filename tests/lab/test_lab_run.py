@@ -46,6 +46,7 @@ name: lab-dirty-logging
 paging: [tdp, shadow]
 guests:
   small: {image: mini, vcpus: 1, memory: 1GiB, launcher: qemu}
+  ring: {image: mini, vcpus: 1, memory: 1GiB, launcher: qemu, dirty_ring: 4096}
 workloads:
   - {name: logging, kind: dirty-log, params: {pages: 65536, phase: 3s}, trials: 1, warmup: 0}
   - {name: migration, kind: migrate, params: {pages: 16384, phase: 2s}, trials: 1, warmup: 0}
@@ -187,23 +188,32 @@ def test_dirty_logging_and_migration_in_the_lab(lab_host: LabHost, tmp_path: Pat
     run = results.load(outcome.run_dir)
     trials = run.trials
     assert set(trials["outcome"]) == {"ok"} and set(trials["accel"]) == {"nested-tcg"}
-    value = trials.pivot_table(index=["paging_mode", "workload"], columns="metric",
+    value = trials.pivot_table(index=["paging_mode", "guest", "workload"], columns="metric",
                                values="value").to_dict("index")
     for mode in ("tdp", "shadow"):
-        logging = value[(mode, "logging")]
-        # write-protection while logging: the guest writes far slower, then recovers
-        assert logging["pages_per_s_on"] < logging["pages_per_s_off"], logging
-        assert logging["pages_per_s_after"] > logging["pages_per_s_on"], logging
-        migration = value[(mode, "migration")]
-        assert migration["total_time_ms"] > 0 and migration["iterations"] >= 1
-        assert migration["transferred_mib"] > 0 and migration["downtime_ms"] >= 0
-        assert migration["pages_per_s_during"] > 0
-    events = run.events.pivot_table(index=["paging_mode", "workload"], columns="event",
-                                    values="count").to_dict("index")
-    assert events[("tdp", "logging")]["kvm:kvm_page_fault"] > 0
-    assert events[("shadow", "logging")]["kvm:kvm_page_fault"] > 0
+        for guest in ("small", "ring"):
+            logging = value[(mode, guest, "logging")]
+            # write-protection while logging: the guest writes far slower, then recovers
+            assert logging["pages_per_s_on"] < logging["pages_per_s_off"], (guest, logging)
+            assert logging["pages_per_s_after"] > logging["pages_per_s_on"], (guest, logging)
+            migration = value[(mode, guest, "migration")]
+            assert migration["total_time_ms"] > 0 and migration["iterations"] >= 1
+            assert migration["transferred_mib"] > 0 and migration["downtime_ms"] >= 0
+            assert migration["pages_per_s_during"] > 0
+    # QEMU says which dirty log it measured with: the ring where the guest has one
+    measured = {(r["paging_mode"], r["guest"]): r["info"]["mode"]
+                for r in results.read_journal(outcome.run_dir) if r["workload"] == "logging"}
+    assert measured == {("tdp", "small"): "dirty-bitmap", ("shadow", "small"): "dirty-bitmap",
+                        ("tdp", "ring"): "dirty-ring", ("shadow", "ring"): "dirty-ring"}
+    assert {g: f["dirty_ring"] for g, f in run.manifest["guests"].items()} == {
+        "tdp/small": 0, "tdp/ring": 4096, "shadow/small": 0, "shadow/ring": 4096}
+    events = run.events.pivot_table(index=["paging_mode", "guest", "workload"],
+                                    columns="event", values="count").to_dict("index")
+    for guest in ("small", "ring"):
+        assert events[("tdp", guest, "logging")]["kvm:kvm_page_fault"] > 0
+        assert events[("shadow", guest, "logging")]["kvm:kvm_page_fault"] > 0
     # throwing shadow pages away is what shadow paging does when the bitmap is cleared
-    assert events[("shadow", "logging")]["kvmstat:mmu_shadow_zapped"] > 0
-    assert events[("tdp", "logging")]["kvmstat:mmu_shadow_zapped"] == 0
+    assert events[("shadow", "small", "logging")]["kvmstat:mmu_shadow_zapped"] > 0
+    assert events[("tdp", "small", "logging")]["kvmstat:mmu_shadow_zapped"] == 0
     left = lab.run(["pgrep", "-x", "qemu-system-x86"], timeout=60, check=False)
     assert left.stdout.strip() == ""  # sources and destinations all gone
