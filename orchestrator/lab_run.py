@@ -180,10 +180,7 @@ def _stop_inner(lab: Lab, workdir: Path, samples: list[Sample]) -> None:
 def _salvage(run_dir: Path, why: str) -> None:
     """A run whose host died before it could finish: its tables from the journal, and why."""
     results.finalize_tables(run_dir)
-    manifest = results.read_manifest(run_dir)
-    if manifest.get("status") == "running":
-        manifest.update(status="error", error=why)
-        results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+    results.mark_unfinished(run_dir, "error", error=why)
 
 
 def _collect(workdir: Path, results_root: Path, lab_facts: dict[str, Any]) -> Path | None:

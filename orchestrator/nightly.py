@@ -246,11 +246,8 @@ def apply_retention(root: Path, suite_name: str, keep: int, protect: set[Path]) 
 
 def mark_interrupted(run_dir: Path, why: str) -> None:
     """A run killed before it could write its status: say so in its manifest."""
-    manifest = results.read_manifest(run_dir)
-    if manifest.get("status") == "running":
-        manifest.update(status="interrupted", interrupted_by=why,
-                        ended_at=datetime.now(UTC).isoformat(timespec="seconds"))
-        results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+    results.mark_unfinished(run_dir, "interrupted", interrupted_by=why,
+                            ended_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 def final_code(run_rc: int, deadline_hit: bool, compare_rc: int | None) -> ExitCode:

@@ -274,6 +274,15 @@ class RunTables:
     events: pd.DataFrame
 
 
+def mark_unfinished(run_dir: Path, status: str, **facts: Any) -> None:
+    """A run that ended before it could write its own status (killed, or its host died):
+    say so in its manifest; a run that did write one keeps it."""
+    manifest = read_manifest(run_dir)
+    if manifest.get("status") == "running":
+        manifest.update(status=status, **facts)
+        write_json_atomic(run_dir / MANIFEST, manifest)
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))

@@ -27,6 +27,7 @@ BINARY_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop"
 # there is no single guest process to run or to count events around.
 HOST_ASSISTED = ("dirty-log", "migrate")
 
+
 @dataclass(frozen=True)
 class ParsedTrial:
     outcome: Outcome
