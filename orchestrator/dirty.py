@@ -114,6 +114,15 @@ def _stop_dirtier(target: GuestTarget) -> str:
     return target.session.run(["cat", OUT], timeout=60).stdout
 
 
+def _stop_dirtier_after_error(target: GuestTarget) -> None:
+    """Best effort: the trial's own error is what the row must say, not this one's."""
+    if target.domain.is_alive():
+        try:
+            _stop_dirtier(target)
+        except (HarnessError, CommandError):
+            pass
+
+
 def _rates(intervals: Sequence[Interval], on: float, off: float,
            names: tuple[str, str, str]) -> list[Metric]:
     spans = ((intervals[0].start if intervals else on, on), (on, off),
@@ -144,8 +153,10 @@ def _dirty_log(target: GuestTarget, params: Mapping[str, Any], timeout: float) -
             time.sleep(0.1)
         off = time.time()
         time.sleep(phase)
-    finally:
-        text = _stop_dirtier(target) if target.domain.is_alive() else ""
+    except BaseException:
+        _stop_dirtier_after_error(target)
+        raise
+    text = _stop_dirtier(target)
     intervals = parse_intervals(text, offset)
     metrics = _rates(intervals, on, off, ("pages_per_s_off", "pages_per_s_on",
                                           "pages_per_s_after"))
@@ -172,8 +183,10 @@ def _migrate(target: GuestTarget, guest: RunningQemu, params: Mapping[str, Any],
         if result.status == "completed":
             target.reconnect(guest.ssh_port)  # the guest answers on the destination's port
         time.sleep(phase)
-    finally:
-        text = _stop_dirtier(target) if guest.is_alive() else ""
+    except BaseException:
+        _stop_dirtier_after_error(target)
+        raise
+    text = _stop_dirtier(target)
     stats = result.stats
     if result.status != "completed":
         return ParsedTrial(Outcome.FAILED, f"migration {result.status}: "

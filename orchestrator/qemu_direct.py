@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -81,20 +82,56 @@ class RunningQemu:
         return self.spec.ssh_port
 
     def qmp(self, command: str, **arguments: Any) -> Any:
-        """One QMP command on the guest's QEMU; its error is a HarnessError."""
+        """One QMP command on the guest's QEMU; its error is a HarnessError, which says how
+        QEMU ended when it is ending (it unlinks its monitor socket before it is reaped)."""
         if not self.is_alive():
             raise HarnessError(f"guest {self.name} is not running: no QMP {command}",
-                               hint=f"console log: {self.console_log}")
-        return qmp_command(self.qmp_path, command, arguments)
+                               hint=self.end_report())
+        try:
+            return qmp_command(self.qmp_path, command, arguments)
+        except HarnessError as exc:
+            if _ended(self.process, within_s=EXIT_WAIT_S):
+                raise HarnessError(f"guest {self.name} ended during QMP {command}",
+                                   hint=self.end_report()) from None
+            raise exc from None
 
     def is_alive(self) -> bool:
         return self.process.poll() is None
+
+    def end_report(self) -> str:
+        """How the guest's QEMU ended, for an error: exit status, its stderr, the console."""
+        return describe_end(self.process, self.console_log)
 
     def console_tail(self, lines: int = 15) -> str:
         return file_tail(self.console_log, lines)
 
     def qemu_pid(self) -> int | None:
         return self.process.pid if self.is_alive() else None
+
+
+EXIT_WAIT_S = 3.0  # a QEMU that dropped its monitor and is exiting is reaped within this
+
+
+def _ended(process: subprocess.Popen[bytes], within_s: float) -> bool:
+    try:
+        process.wait(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def describe_end(process: subprocess.Popen[bytes], console_log: Path) -> str:
+    status = process.poll()
+    if status is None:
+        how = "QEMU is still running"
+    elif status < 0:
+        how = f"QEMU was killed by signal {-status}"
+    else:  # 0: the guest powered off, or reset under -no-reboot (a panic or a triple fault)
+        how = f"QEMU exited with status {status}"
+    stderr = file_tail(console_log.with_suffix(".qemu.log"), 2).replace("\n", " | ")
+    console = file_tail(console_log, 2).replace("\n", " | ")
+    return "; ".join([how, *(f"{what}: {text}" for what, text in
+                             (("its stderr", stderr), ("console", console)) if text)])
 
 
 def qmp_command(socket_path: Path, command: str, arguments: dict[str, Any]) -> Any:
@@ -171,7 +208,7 @@ def migrate_locally(guest: RunningQemu, *, timeout: float, downtime_ms: int,
                   guest.console_log.with_suffix(".qemu.log"))
     guest._others.append(dest)
     try:
-        _wait_for_socket(dest_qmp, dest)
+        _wait_for_monitor(dest_qmp, dest, guest.console_log)
         qmp_command(dest_qmp, "migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
         guest.qmp("migrate-set-parameters", **{"downtime-limit": downtime_ms,
                                                "max-bandwidth": bandwidth_mib_s << 20})
@@ -193,13 +230,24 @@ def migrate_locally(guest: RunningQemu, *, timeout: float, downtime_ms: int,
     return MigrationResult("completed", stats, started, ended)
 
 
-def _wait_for_socket(path: Path, process: subprocess.Popen[bytes]) -> None:
+def _wait_for_monitor(path: Path, process: subprocess.Popen[bytes], console_log: Path) -> None:
+    """Until QEMU accepts on its monitor socket. The socket file exists from bind(), before
+    listen(), and stays behind if QEMU dies in its start-up: its existence proves nothing."""
     deadline = time.monotonic() + 60
-    while not path.exists():
+    while not _accepts(path):
         if process.poll() is not None or time.monotonic() > deadline:
             raise HarnessError("the migration destination QEMU did not start",
-                               hint="see the guest's .qemu.log next to its console log")
+                               hint=describe_end(process, console_log))
         time.sleep(0.05)
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_for_migration(guest: RunningQemu, deadline: float) -> dict[str, Any]:

@@ -296,6 +296,9 @@ class Suite(Frozen):
     workloads: tuple[Workload, ...]
     trace: TraceSpec = TraceSpec()
     timeouts: Timeouts = Timeouts()
+    # a trial whose guest stopped answering runs again in a fresh guest, at most this often
+    # (every attempt stays in the journal; the tables keep the last): for emulated labs
+    lost_guest_retries: Annotated[int, Field(ge=0, le=2)] = 0
     host_prep: HostPrep = HostPrep()
 
     @field_validator("workloads")

@@ -124,3 +124,43 @@ def test_a_guest_that_keeps_stalling_is_given_up(fake_bin: Path, tmp_path: Path)
     given_up = [r for r in rows if "stopped answering" in r["reason"]]
     assert len(given_up) == 8 - 1 - (MAX_REPLACEMENTS + 1)
     assert progress.notes[-1] == given_up[0]["reason"]
+
+
+def test_with_lost_guest_retries_the_lost_trial_runs_again(fake_bin: Path,
+                                                           tmp_path: Path) -> None:
+    backend = StallingBackend(fake_bin, [3, None])  # the 4th trial loses the first guest
+    rows, progress = run_with(tmp_path, backend, SUITE + "lost_guest_retries: 1\n")
+    assert len(rows) == 9 and len(backend.booted) == 2 and backend.open_now == 0
+    lost, again = rows[3], rows[4]
+    assert (lost["outcome"], again["outcome"]) == ("error", "ok")
+    assert (lost["cell_id"], lost["trial"]) == (again["cell_id"], again["trial"])
+    assert (lost["attempt"], again["attempt"]) == (1, 2)
+    assert again["info"]["guest_replacements"] == 1
+    assert "again, as attempt 2" in progress.notes[0]
+    latest = results.latest_attempts(rows_dir(tmp_path))
+    assert len(latest) == 8 and {r["outcome"] for r in latest.values()} == {"ok"}
+
+
+def test_a_trial_that_loses_every_guest_is_retried_only_as_often_as_allowed(
+        fake_bin: Path, tmp_path: Path) -> None:
+    backend = StallingBackend(fake_bin, [3, 0, None])  # lost again in the first retry
+    rows, _ = run_with(tmp_path, backend, SUITE + "lost_guest_retries: 1\n")
+    attempts = [(r["trial"], r["attempt"], r["outcome"]) for r in rows
+                if (r["cell_id"], r["trial"]) == (rows[3]["cell_id"], rows[3]["trial"])]
+    assert attempts == [(rows[3]["trial"], 1, "error"), (rows[3]["trial"], 2, "error")]
+    assert len(backend.booted) == 3 and rows[-1]["outcome"] == "ok"
+
+
+def test_a_workload_failure_in_a_guest_that_answers_is_never_retried(
+        fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_BEHAVIOUR", "hang")
+    quick = SUITE.replace("trials: 3, warmup: 1", "trials: 1, warmup: 0") + \
+        "timeouts: {trial: 1s}\nlost_guest_retries: 2\n"
+    rows, _ = run_with(tmp_path, StallingBackend(fake_bin, [None]), quick)
+    assert [(r["outcome"], r["attempt"]) for r in rows] == [("error", 1), ("error", 1)]
+
+
+def rows_dir(tmp_path: Path) -> Path:
+    """The one run directory run_with made."""
+    (run_dir,) = (p for p in tmp_path.iterdir() if (p / results.JOURNAL).exists())
+    return run_dir
