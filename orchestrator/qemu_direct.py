@@ -201,15 +201,8 @@ def migrate_locally(guest: RunningQemu, *, timeout: float, downtime_ms: int,
     libvirt refuses a same-host migration, so both ends are driven over QMP. On success the
     guest lives in the destination (new SSH port) and the source is gone; on failure the
     destination is killed and the guest keeps running in the source."""
-    port = pick_free_port()
-    dest_spec = replace(guest.spec, ssh_port=pick_free_port())
-    dest_qmp = guest.qmp_path.with_name(f"qmp-{len(guest._others) + 1}.sock")
-    dest = _start(qemu_argv(dest_spec, qmp=dest_qmp, incoming="defer"),
-                  guest.console_log.with_suffix(".qemu.log"))
-    guest._others.append(dest)
+    port, dest, dest_spec, dest_qmp = _start_destination(guest)
     try:
-        _wait_for_monitor(dest_qmp, dest, guest.console_log)
-        qmp_command(dest_qmp, "migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
         guest.qmp("migrate-set-parameters", **{"downtime-limit": downtime_ms,
                                                "max-bandwidth": bandwidth_mib_s << 20})
         started = time.time()
@@ -228,6 +221,37 @@ def migrate_locally(guest: RunningQemu, *, timeout: float, downtime_ms: int,
     guest.process, guest.spec, guest.qmp_path = dest, dest_spec, dest_qmp
     _stop(source)  # paused after the switch-over; the guest runs in the destination now
     return MigrationResult("completed", stats, started, ended)
+
+
+DESTINATION_STARTS = 2  # free ports are picked by bind-and-close: another process may win one
+
+
+def _start_destination(guest: RunningQemu
+                       ) -> tuple[int, subprocess.Popen[bytes], DomainSpec, Path]:
+    """A QEMU waiting for the guest on a loopback port: (port, process, spec, monitor). Nothing
+    is measured yet, so a destination that does not start is started again on fresh ports."""
+    start = 1
+    while True:
+        port = pick_free_port()
+        dest_spec = replace(guest.spec, ssh_port=pick_free_port())
+        dest_qmp = guest.qmp_path.with_name(f"qmp-{len(guest._others) + 1}.sock")
+        dest = _start(qemu_argv(dest_spec, qmp=dest_qmp, incoming="defer"),
+                      guest.console_log.with_suffix(".qemu.log"))
+        guest._others.append(dest)
+        try:
+            _wait_for_monitor(dest_qmp, dest, guest.console_log)
+            qmp_command(dest_qmp, "migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
+        except HarnessError as exc:
+            _stop(dest)
+            guest._others.remove(dest)
+            dest_qmp.unlink(missing_ok=True)
+            if start >= DESTINATION_STARTS:
+                raise
+            log.warning("guest %s: migration destination (start %d): %s; starting another",
+                        guest.name, start, exc.one_line())
+            start += 1
+            continue
+        return port, dest, dest_spec, dest_qmp
 
 
 def _wait_for_monitor(path: Path, process: subprocess.Popen[bytes], console_log: Path) -> None:

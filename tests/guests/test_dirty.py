@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
+from orchestrator import qemu_direct, results
 from orchestrator.dirty import Interval, parse_intervals, phase_rate, run_trial
 from orchestrator.errors import HarnessError
 from orchestrator.guest import GuestTarget, booted_guest
 from orchestrator.images import Image
+from orchestrator.libvirt_domain import pick_free_port
 from orchestrator.qemu_direct import RunningQemu, migrate_locally
 from orchestrator.results import Outcome
 from orchestrator.ssh import new_run_key
@@ -125,3 +128,33 @@ def test_dirty_rate_on_a_guest_that_has_exited(mini_image: Image, tmp_path: Path
         parsed = run_trial("dirty-log", _target(domain, session), {"pages": 10, "rate": 0,
                                                                      "phase": 1.0}, 30)
         assert parsed.outcome is Outcome.ERROR and "\n" not in parsed.reason
+
+
+@pytest.mark.integration
+def test_a_destination_that_cannot_start_is_started_again(
+        mini_image: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Free ports are picked by bind-and-close, so another process can take one before QEMU
+    binds it. Here one is taken on purpose: the first destination's SSH forward fails and
+    that QEMU exits; a second destination on fresh ports receives the guest."""
+    key, public = new_run_key(tmp_path)
+    with socket.socket() as taken, booted_guest(
+            spec_for(mini_image, tmp_path), mini_image, key=key, public_key=public,
+            uri="unused", boot_timeout=180, launcher="qemu") as (domain, session):
+        assert isinstance(domain, RunningQemu)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        picks = iter([pick_free_port(), taken.getsockname()[1]])
+        monkeypatch.setattr(qemu_direct, "pick_free_port",
+                            lambda: next(picks, None) or pick_free_port())
+        source = domain.process
+        with caplog.at_level(logging.WARNING, logger="orchestrator.qemu_direct"):
+            result = migrate_locally(domain, timeout=120, downtime_ms=300, bandwidth_mib_s=256)
+        assert result.status == "completed", result.stats
+        (warning,) = [r.getMessage() for r in caplog.records]
+        assert "destination (start 1)" in warning and "exited with status 1" in warning
+        assert "host forwarding" in warning, warning
+        assert domain.process is not source and domain.is_alive()
+        assert domain._others == [source] and source.poll() is not None
+        assert domain.spec.ssh_port != taken.getsockname()[1]
+        assert domain.qmp("query-status")["status"] == "running"
