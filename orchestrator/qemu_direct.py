@@ -89,7 +89,7 @@ class RunningQemu:
                                hint=self.end_report())
         try:
             return qmp_command(self.qmp_path, command, arguments)
-        except HarnessError as exc:
+        except MonitorUnreachable as exc:
             if _ended(self.process, within_s=EXIT_WAIT_S):
                 raise HarnessError(f"guest {self.name} ended during QMP {command}",
                                    hint=self.end_report()) from None
@@ -107,6 +107,11 @@ class RunningQemu:
 
     def qemu_pid(self) -> int | None:
         return self.process.pid if self.is_alive() else None
+
+
+class MonitorUnreachable(HarnessError):
+    """QMP could not be spoken at all (no socket, refused, closed), unlike a command QEMU
+    answered with an error."""
 
 
 EXIT_WAIT_S = 3.0  # a QEMU that dropped its monitor and is exiting is reaped within this
@@ -142,7 +147,7 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, Any]) -> A
         response = monitor.cmd_raw(command, arguments or None)
     except (OSError, EOFError, QMPError) as exc:
         # EOF: QEMU closed the monitor, usually because it died (see its .qemu.log)
-        raise HarnessError(f"QMP {command} failed: {type(exc).__name__} {exc}".strip(),
+        raise MonitorUnreachable(f"QMP {command} failed: {type(exc).__name__} {exc}".strip(),
                            hint=f"is the guest's QEMU still running? socket {socket_path}"
                            ) from None
     finally:
