@@ -22,10 +22,13 @@ from orchestrator import proc
 
 log = logging.getLogger(__name__)
 
-def record_argv(pid: int, out: Path, events: Sequence[str], proc_root: Path = Path("/proc")
-                ) -> list[str]:
+def record_argv(pid: int, out: Path, events: Sequence[str], proc_root: Path = Path("/proc"),
+                clock: str | None = None) -> list[str]:
+    """`clock`: the ftrace clock to stamp events with (trace-cmd's default is "local")."""
     tids = sorted((p.name for p in (proc_root / str(pid) / "task").iterdir()), key=int)
     argv = ["trace-cmd", "record", "-o", str(out)]
+    if clock is not None:
+        argv += ["-C", clock]
     for event in events:
         argv += ["-e", event]
     for tid in tids:
@@ -34,12 +37,12 @@ def record_argv(pid: int, out: Path, events: Sequence[str], proc_root: Path = Pa
 
 
 @contextmanager
-def recording(pid: int, out: Path, events: Sequence[str], *,
+def recording(pid: int, out: Path, events: Sequence[str], *, clock: str | None = None,
               start_timeout: float = 120) -> Iterator[list[str]]:
     """Record for the with-block; yields a list that receives a problem, if one occurs."""
     problems: list[str] = []
     out.parent.mkdir(parents=True, exist_ok=True)
-    with proc.background(record_argv(pid, out, events), settle_s=0) as child:
+    with proc.background(record_argv(pid, out, events, clock=clock), settle_s=0) as child:
         if not _armed(child, out, time.monotonic() + start_timeout):
             problems.append("trace-cmd never started recording")
         yield problems

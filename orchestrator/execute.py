@@ -170,6 +170,8 @@ class Executor:
                     parsed = workloads.parse(point.kind, done)
             if window.problem and not parsed.reason:
                 parsed = replace(parsed, reason=window.problem)
+            if window.info:  # e.g. where the trial's timeline went
+                parsed = replace(parsed, info={**parsed.info, **window.info})
         except CommandError as exc:
             what = "timed out" if exc.timed_out else "could not run"
             parsed = workloads.ParsedTrial(Outcome.ERROR, f"{what}: {exc.one_line()}")

@@ -265,6 +265,9 @@ class TraceSpec(Frozen):
     # also record the host tracepoints of each point's first measured trial with trace-cmd,
     # into the run's captures/ directory (`trace-cmd report FILE` lists the events)
     capture: bool = False
+    # capture on the TSC clock, and put the guest's tracepoints of that trial (traced in the
+    # guest with tracefs) on the host's timeline: captures/<trial>.timeline.parquet
+    timeline: bool = False
 
 
 class Timeouts(Frozen):

@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import kvm_stats, proc, vmstat
+from orchestrator import kvm_stats, proc, timeline, vmstat
 from orchestrator.capture import recording
 from orchestrator.event_globs import expand_globs
 from orchestrator.plan import Point
@@ -113,19 +113,24 @@ class TraceWindow:
     guest_names: list[str] = field(default_factory=list)
     guest_known: set[str] = field(default_factory=set)
     vmstat_names: list[str] = field(default_factory=list)
+    timeline_events: list[str] = field(default_factory=list)  # guest tracepoints, via tracefs
     counts: tuple[EventCount, ...] = ()
     problem: str = ""  # a tracer that failed: the trial keeps its timing, the row says why
+    info: dict[str, object] = field(default_factory=dict)  # for the trial's journal info
 
     def no_guest_side(self) -> None:
         """For trials with no single guest process to wrap (dirty-log, migrate)."""
-        self.guest_names, self.vmstat_names = [], []
+        self.guest_names, self.vmstat_names, self.timeline_events = [], [], []
 
     def wrap(self, argv: list[str]) -> list[str]:
         usable = [n for n in self.guest_names if n in self.guest_known]
         if usable:
             argv = ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "--", *argv]
         # outside perf, so perf never counts the shell and sed of the vmstat snapshots
-        return vmstat.wrap(argv) if self.vmstat_names else argv
+        argv = vmstat.wrap(argv) if self.vmstat_names else argv
+        # outermost: perf's and vmstat's counts never include the tracefs set-up
+        return timeline.guest_wrap(argv, self.timeline_events) if self.timeline_events \
+            else argv
 
     def collect(self, done: proc.Completed) -> proc.Completed:
         stderr = done.stderr
@@ -154,24 +159,10 @@ class PerfTracer:
                  capture: Path | None = None) -> Iterator[TraceWindow]:
         """`capture`: where a full trace-cmd record of this trial goes, if the suite asks."""
         spec = self.spec_for(point)
-        window = TraceWindow()
-        guest = with_defaults(spec.guest, "guest", point.kind)
         host = with_defaults(spec.host, "host", point.kind)
-        perf_guest = [n for n in guest if not n.startswith(vmstat.PREFIX)]
-        vmstat_guest = [n for n in guest if n.startswith(vmstat.PREFIX)]
         run = getattr(target, "run", None)
-        key = f"guest:{getattr(target, 'name', '')}"
-        if perf_guest and run is not None:
-            if key not in self._known:
-                self._known[key] = known_events(lambda a, t: run(a, timeout=t))
-            window.guest_known = self._known[key]
-            window.guest_names = expand_globs(perf_guest, window.guest_known)
-        if vmstat_guest and run is not None:
-            if f"vmstat:{key}" not in self._known:
-                done = run(["cat", "/proc/vmstat"], timeout=60)
-                self._known[f"vmstat:{key}"] = {vmstat.PREFIX + line.split()[0] for line in
-                                                done.stdout.splitlines() if line.strip()}
-            window.vmstat_names = expand_globs(vmstat_guest, self._known[f"vmstat:{key}"])
+        window = self._guest_side(with_defaults(spec.guest, "guest", point.kind), run,
+                                  f"guest:{getattr(target, 'name', '')}")
         pid = getattr(target, "host_pid", None)
         stats = [n for n in host if n.startswith(kvm_stats.PREFIX)]
         perf_host = [n for n in host if not n.startswith(kvm_stats.PREFIX)]
@@ -181,20 +172,56 @@ class PerfTracer:
         stat_names = expand_globs(stats, kvm_stats.available(pid))
         problems: list[str] = []
         host_counts: Callable[[], tuple[EventCount, ...]] = tuple
+        on_timeline = capture is not None and spec.timeline and run is not None
+        if on_timeline:
+            window.timeline_events = [n for n in window.guest_names
+                                      if ":" in n and n in window.guest_known]
+        events: list[str] = []
+        guest_dump = ""
         with ExitStack() as stack:
-            if capture is not None and spec.capture:
+            if capture is not None and (spec.capture or on_timeline):
                 events = [n for n in expand_globs(perf_host, self._host_known())
                           if n in self._host_known() and ":" in n]  # tracepoints only
-                problems = stack.enter_context(recording(pid, capture, events))
+                problems = stack.enter_context(recording(
+                    pid, capture, events, clock=timeline.CLOCK if on_timeline else None))
+            tsc = timeline.tsc_map(pid) if on_timeline else None
             if perf_host:
                 host_counts = stack.enter_context(self._host_window(perf_host, pid, window))
             # innermost, so the deltas cover the trial, not the tracers' start and stop
             before = kvm_stats.snapshot(pid, stat_names)
             yield window
             after = kvm_stats.snapshot(pid, stat_names)
+            if window.timeline_events and run is not None:
+                guest_dump = run(timeline.fetch_command(), timeout=600).stdout
         window.counts += host_counts() + kvm_stats.deltas(before, after)
+        if on_timeline and capture is not None and not problems:
+            window.info, problem = timeline.build(capture, events, guest_dump,
+                                                  window.timeline_events, tsc)
+            problems += [problem] if problem else []
         if problems and not window.problem:
             window.problem = problems[0]
+
+    def _guest_side(self, guest: list[str], run: Callable[..., proc.Completed] | None,
+                    key: str) -> TraceWindow:
+        """A window with the guest's events: perf's (checked against what the guest's kernel
+        has, asked once per guest) and /proc/vmstat's."""
+        window = TraceWindow()
+        if run is None:
+            return window
+        perf_guest = [n for n in guest if not n.startswith(vmstat.PREFIX)]
+        vmstat_guest = [n for n in guest if n.startswith(vmstat.PREFIX)]
+        if perf_guest:
+            if key not in self._known:
+                self._known[key] = known_events(lambda a, t: run(a, timeout=t))
+            window.guest_known = self._known[key]
+            window.guest_names = expand_globs(perf_guest, window.guest_known)
+        if vmstat_guest:
+            if f"vmstat:{key}" not in self._known:
+                done = run(["cat", "/proc/vmstat"], timeout=60)
+                self._known[f"vmstat:{key}"] = {vmstat.PREFIX + line.split()[0] for line in
+                                                done.stdout.splitlines() if line.strip()}
+            window.vmstat_names = expand_globs(vmstat_guest, self._known[f"vmstat:{key}"])
+        return window
 
     def _host_known(self) -> set[str]:
         if "host" not in self._known:

@@ -35,10 +35,11 @@ workloads:
     trials: 3
     warmup: 1
 trace:
-  host: ["kvm:kvm_exit", "kvmmmu:kvm_mmu_sync_page", "kvmmmu:kvm_mmu_unsync_page",
-         "kvmstat:exits", "kvmstat:mmu_unsync"]
+  host: ["kvm:kvm_exit", "kvm:kvm_page_fault", "kvmmmu:kvm_mmu_sync_page",
+         "kvmmmu:kvm_mmu_unsync_page", "kvmstat:exits", "kvmstat:mmu_unsync"]
   guest: ["exceptions:page_fault_user", "vmstat:pgfault"]
   capture: true
+  timeline: true
 timeouts: {boot: 600s, trial: 180s}
 lost_guest_retries: 1
 """
@@ -166,6 +167,39 @@ def test_tdp_vs_shadow_suite_in_the_lab(lab_host: LabHost, tmp_path: Path) -> No
     shown = subprocess.run(["trace-cmd", "report", "-i", str(captures[-1])],
                            capture_output=True, text=True, timeout=300)
     assert "kvm_exit" in shown.stdout, shown.stderr[-500:]
+    assert_guest_faults_line_up_with_kvm(outcome.run_dir)
+
+
+ADDRESS_RE = r"address[= ]0x([0-9a-f]+)"
+
+
+def assert_guest_faults_line_up_with_kvm(run_dir: Path) -> None:
+    """Host and guest on one timeline. Under shadow paging KVM intercepts the guest's page
+    faults: for a page the guest has not mapped yet, the host's kvm_page_fault (whose address
+    is then the guest's virtual address) comes first, then the guest's own handler runs
+    (page_fault_user). On the merged timeline the last host fault at that address must lie
+    between the guest's previous fault and this one: a misaligned clock puts it elsewhere."""
+    journal = [r for r in results.read_journal(run_dir)
+               if r["paging_mode"] == "shadow" and r["params"]["pages"] == 64000
+               and "timeline" in r["info"]]
+    assert journal, "no timeline for the shadow trial at 64,000 pages"
+    frame = pd.read_parquet(run_dir / "captures" / journal[-1]["info"]["timeline"])
+    frame["address"] = frame["detail"].str.extract(ADDRESS_RE, expand=False)
+    guest = frame[frame["event"] == "exceptions:page_fault_user"].dropna(subset=["address"])
+    host = frame[frame["event"] == "kvm:kvm_page_fault"].dropna(subset=["address"])
+    assert len(guest) >= 64000 and len(host) >= 64000, (len(guest), len(host))
+    host_at: dict[int, list[int]] = {}
+    for address, tsc in zip(host["address"], host["tsc"], strict=True):
+        host_at.setdefault(int(address, 16), []).append(int(tsc))
+    previous, in_place, matched = 0, 0, 0
+    for address, tsc in zip(guest["address"], guest["tsc"], strict=True):
+        before = [t for t in host_at.get(int(address, 16), []) if t <= int(tsc)]
+        if before:
+            matched += 1
+            in_place += previous <= max(before)
+        previous = int(tsc)
+    assert matched >= 0.9 * len(guest), (matched, len(guest))
+    assert in_place >= 0.9 * matched, (in_place, matched)
 
 
 def test_interrupted_lab_run_restores_npt(lab_host: LabHost, tmp_path: Path) -> None:

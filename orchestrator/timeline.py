@@ -1,0 +1,168 @@
+"""Host and guest events of one trial on one timeline (`trace: {timeline: true}`).
+
+Both sides stamp their ftrace events with the TSC (trace_clock x86-tsc): the host through its
+trace-cmd capture of the guest's QEMU, the guest through tracefs around the workload. Under KVM
+the guest's TSC is the host's, scaled and offset by what KVM programmed for the vCPU, which
+KVM shows in debugfs (`<pid>-<fd>/vcpu0/tsc-offset`, and the scaling ratio where the CPU has
+TSC scaling), so guest stamps convert exactly onto the host's: a guest page fault lines up with
+the VM exits and shadow-MMU work around it. This is what trace-cmd's agent mode does with its
+kvm time-sync plugin, without the vsock channel the agent needs (no vhost-vsock here).
+
+The guest side needs no tool in the guest: a shell wrapper enables the events, runs the
+workload and saves the ring buffer to a file the host reads afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator import proc
+
+TRACEFS = "/sys/kernel/tracing"
+GUEST_DUMP = "/tmp/orch-timeline.txt"  # noqa: S108 - a path inside the throwaway guest
+BUFFER_KB = 32768  # per CPU: a 64,000-page fork-dirty makes ~100,000 guest events
+CLOCK = "x86-tsc"
+U64 = 1 << 64
+
+# "<task>-<pid> [cpu] <flags> <timestamp>: <event>: <details>" from tracefs `trace` and from
+# `trace-cmd report` (which has no flags column); with the TSC clock the stamp is an integer
+LINE_RE = re.compile(r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]"
+                     r"\s+(?:[^\s:]{4,5}\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s?"
+                     r"(?P<detail>.*)$")
+
+
+def guest_wrap(argv: Sequence[str], events: Sequence[str], *, tracefs: str = TRACEFS,
+               dump: str = GUEST_DUMP) -> list[str]:
+    """argv run with `events` (sys:name) traced in the guest's ring buffer, on the TSC clock,
+    saved to `dump` afterwards. A guest that cannot trace still runs the workload; the dump
+    then says why (the first line of the set-up's stderr)."""
+    enable = " ".join(shlex.quote(f"{tracefs}/events/{e.replace(':', '/')}/enable")
+                      for e in events)
+    script = f"""T={shlex.quote(tracefs)}
+on() {{ for f in {enable}; do echo "$1" > "$f" || return 1; done; }}
+clock=$(sed -n 's/.*\\[\\(.*\\)\\].*/\\1/p' $T/trace_clock 2>/dev/null)
+size=$(cat $T/buffer_size_kb 2>/dev/null); size=${{size%% *}}
+{{ echo 0 > $T/tracing_on && echo {CLOCK} > $T/trace_clock &&
+  echo {BUFFER_KB} > $T/buffer_size_kb && : > $T/trace && on 1 &&
+  echo 1 > $T/tracing_on; }} 2> {dump}.err
+"$@"; rc=$?
+echo 0 > $T/tracing_on; on 0 2>/dev/null
+if [ -s {dump}.err ]; then head -n 1 {dump}.err > {dump}
+else cat $T/trace > {dump}; fi
+: > $T/trace; echo "${{clock:-local}}" > $T/trace_clock  # as they were
+[ -n "$size" ] && echo "$size" > $T/buffer_size_kb
+exit $rc"""
+    return ["sh", "-c", script, "orch-timeline", *argv]
+
+
+@dataclass(frozen=True)
+class TscMap:
+    """guest_tsc = (host_tsc * ratio >> frac_bits) + offset, as KVM set it for vCPU 0."""
+
+    offset: int
+    ratio: int = 1
+    frac_bits: int = 0
+
+    def to_host(self, guest_tsc: int) -> int:
+        return (((guest_tsc - self.offset) % U64) << self.frac_bits) // self.ratio
+
+
+def tsc_map(qemu_pid: int, debugfs: Path = Path("/sys/kernel/debug/kvm")) -> TscMap | None:
+    """What KVM programmed for the guest of this QEMU process; None without KVM's debugfs."""
+    for vm in sorted(debugfs.glob(f"{qemu_pid}-*")):
+        vcpu = vm / "vcpu0"
+        try:
+            offset = int((vcpu / "tsc-offset").read_text())
+        except (OSError, ValueError):
+            continue
+        try:  # only where the CPU scales the TSC
+            ratio = int((vcpu / "tsc-scaling-ratio").read_text())
+            frac = int((vcpu / "tsc-scaling-ratio-frac-bits").read_text())
+        except (OSError, ValueError):
+            return TscMap(offset)
+        return TscMap(offset, ratio, frac)
+    return None
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    side: str  # host | guest
+    event: str  # sys:name
+    tsc: int  # on the host's TSC
+    cpu: int
+    task: str
+    pid: int
+    detail: str
+    guest_tsc: int | None = None  # the guest's own stamp (guest events)
+
+
+def parse_events(text: str, side: str, names: Sequence[str]) -> Iterator[TraceEvent]:
+    """Trace lines -> events, stamped as written; `names` (sys:name) give their full names."""
+    full = {n.split(":", 1)[-1]: n for n in names}
+    for line in text.splitlines():
+        match = LINE_RE.match(line)
+        if match is None or "." in match["ts"]:
+            continue  # headers, lost-event notes; a dotted stamp is not the TSC clock's
+        yield TraceEvent(side, full.get(match["event"], match["event"]), int(match["ts"]),
+                         int(match["cpu"]), match["task"].strip(), int(match["pid"]),
+                         match["detail"])
+
+
+def merge(host_text: str, host_events: Sequence[str], guest_text: str,
+          guest_events: Sequence[str], tsc: TscMap) -> pd.DataFrame:
+    """One table ordered on the host's TSC: side, event, tsc (host cycles), guest_tsc (the
+    guest's own stamp, guest rows only), cpu, task, pid, detail."""
+    rows = list(parse_events(host_text, "host", host_events))
+    rows += [replace(e, tsc=tsc.to_host(e.tsc), guest_tsc=e.tsc)
+             for e in parse_events(guest_text, "guest", guest_events)]
+    frame = pd.DataFrame({
+        "side": pd.array([e.side for e in rows], dtype="string"),
+        "event": pd.array([e.event for e in rows], dtype="string"),
+        # TSC values need all 64 bits: never through float
+        "tsc": pd.array([e.tsc for e in rows], dtype="UInt64"),
+        "guest_tsc": pd.array([e.guest_tsc for e in rows], dtype="UInt64"),
+        "cpu": pd.array([e.cpu for e in rows], dtype="Int32"),
+        "task": pd.array([e.task for e in rows], dtype="string"),
+        "pid": pd.array([e.pid for e in rows], dtype="Int32"),
+        "detail": pd.array([e.detail for e in rows], dtype="string"),
+    })
+    return frame.sort_values("tsc", kind="stable", ignore_index=True)
+
+
+def guest_problem(dump: str) -> str:
+    """Why the guest side holds no events, or "" when it traced."""
+    first = dump.lstrip().splitlines()[0] if dump.strip() else ""
+    if not first:
+        return "the guest saved no trace"
+    if first.startswith("#") or LINE_RE.match(first):
+        return ""
+    return f"the guest could not trace on the TSC clock: {first[:160]}"
+
+
+def fetch_command() -> list[str]:
+    return ["sh", "-c", f"cat {shlex.quote(GUEST_DUMP)}; rm -f {shlex.quote(GUEST_DUMP)}*"]
+
+
+def build(capture: Path, host_events: Sequence[str], guest_dump: str,
+          guest_events: Sequence[str], tsc: TscMap | None) -> tuple[dict[str, object], str]:
+    """The trial's timeline next to its host capture (CAPTURE.timeline.parquet): (what the
+    trial's row records about it, a problem or "")."""
+    if tsc is None:
+        return {}, "no timeline: KVM's debugfs shows no tsc-offset for the guest's QEMU"
+    problem = guest_problem(guest_dump)
+    report = proc.run(["trace-cmd", "report", "-i", str(capture)], timeout=900, check=False)
+    if report.returncode != 0:
+        return {}, f"no timeline: trace-cmd report failed: {report.stderr.strip()[-160:]}"
+    frame = merge(report.stdout, host_events, "" if problem else guest_dump, guest_events, tsc)
+    out = capture.with_name(capture.stem + ".timeline.parquet")
+    frame.to_parquet(out, index=False)
+    sides = frame["side"].value_counts()
+    return {"timeline": out.name, "tsc_offset": tsc.offset,
+            "timeline_host_events": int(sides.get("host", 0)),
+            "timeline_guest_events": int(sides.get("guest", 0))}, problem
