@@ -8,8 +8,9 @@ TSC scaling), so guest stamps convert exactly onto the host's: a guest page faul
 the VM exits and shadow-MMU work around it. This is what trace-cmd's agent mode does with its
 kvm time-sync plugin, without the vsock channel the agent needs (no vhost-vsock here).
 
-The guest side needs no tool in the guest: a shell wrapper enables the events, runs the
-workload and saves the ring buffer to a file the host reads afterwards.
+The guest side needs no tool in the guest, only tracefs and a shell: the events are set up
+before the trial and the ring buffer read after it, both outside every counting window; the
+trial itself only turns tracing on and off around the workload.
 """
 
 from __future__ import annotations
@@ -25,40 +26,60 @@ import pandas as pd
 from orchestrator import proc
 
 TRACEFS = "/sys/kernel/tracing"
-GUEST_DUMP = "/tmp/orch-timeline.txt"  # noqa: S108 - a path inside the throwaway guest
+GUEST_SAVED = "/tmp/orch-timeline.saved"  # noqa: S108 - inside the throwaway guest
 BUFFER_KB = 32768  # per CPU: a 64,000-page fork-dirty makes ~100,000 guest events
 CLOCK = "x86-tsc"
 U64 = 1 << 64
 
-# "<task>-<pid> [cpu] <flags> <timestamp>: <event>: <details>" from tracefs `trace` and from
-# `trace-cmd report` (which has no flags column); with the TSC clock the stamp is an integer
+# "<task>-<pid> [cpu] <flags> <timestamp>: <event>: <details>" from tracefs `trace`, and
+# "<task>-<pid> [cpu]<timestamp>: ..." from `trace-cmd report` (no flags; on the TSC clock
+# trace-cmd 3.1 leaves no space before the stamp); on the TSC clock the stamp is an integer
 LINE_RE = re.compile(r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]"
-                     r"\s+(?:[^\s:]{4,5}\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s?"
+                     r"\s*(?:[^\s:]{4,5}\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s*"
                      r"(?P<detail>.*)$")
 
 
-def guest_wrap(argv: Sequence[str], events: Sequence[str], *, tracefs: str = TRACEFS,
-               dump: str = GUEST_DUMP) -> list[str]:
-    """argv run with `events` (sys:name) traced in the guest's ring buffer, on the TSC clock,
-    saved to `dump` afterwards. A guest that cannot trace still runs the workload; the dump
-    then says why (the first line of the set-up's stderr)."""
-    enable = " ".join(shlex.quote(f"{tracefs}/events/{e.replace(':', '/')}/enable")
-                      for e in events)
+def _enables(events: Sequence[str], tracefs: str) -> str:
+    return " ".join(shlex.quote(f"{tracefs}/events/{e.replace(':', '/')}/enable")
+                    for e in events)
+
+
+def guest_setup(events: Sequence[str], *, tracefs: str = TRACEFS,
+                saved: str = GUEST_SAVED) -> list[str]:
+    """Before the trial (outside every counting window): the TSC clock, a buffer big enough,
+    `events` (sys:name) enabled, tracing still off; the clock and buffer size as they were go
+    to `saved`, for guest_collect. Fails (exit status, stderr) where the guest cannot trace."""
     script = f"""T={shlex.quote(tracefs)}
-on() {{ for f in {enable}; do echo "$1" > "$f" || return 1; done; }}
-clock=$(sed -n 's/.*\\[\\(.*\\)\\].*/\\1/p' $T/trace_clock 2>/dev/null)
-size=$(cat $T/buffer_size_kb 2>/dev/null); size=${{size%% *}}
-{{ echo 0 > $T/tracing_on && echo {CLOCK} > $T/trace_clock &&
-  echo {BUFFER_KB} > $T/buffer_size_kb && : > $T/trace && on 1 &&
-  echo 1 > $T/tracing_on; }} 2> {dump}.err
+clock=$(sed -n 's/.*\\[\\(.*\\)\\].*/\\1/p' $T/trace_clock)
+size=$(cat $T/buffer_size_kb); size=${{size%% *}}
+echo "clock=${{clock:-local}} size=$size" > {shlex.quote(saved)}
+echo 0 > $T/tracing_on && echo {CLOCK} > $T/trace_clock &&
+echo {BUFFER_KB} > $T/buffer_size_kb && : > $T/trace || exit 1
+for f in {_enables(events, tracefs)}; do echo 1 > "$f" || exit 1; done"""
+    return ["sh", "-c", script]
+
+
+def guest_wrap(argv: Sequence[str], *, tracefs: str = TRACEFS) -> list[str]:
+    """The workload with tracing on: two writes to tracefs are all the trial itself carries."""
+    script = f"""echo 1 > {shlex.quote(tracefs)}/tracing_on
 "$@"; rc=$?
-echo 0 > $T/tracing_on; on 0 2>/dev/null
-if [ -s {dump}.err ]; then head -n 1 {dump}.err > {dump}
-else cat $T/trace > {dump}; fi
-: > $T/trace; echo "${{clock:-local}}" > $T/trace_clock  # as they were
-[ -n "$size" ] && echo "$size" > $T/buffer_size_kb
+echo 0 > {shlex.quote(tracefs)}/tracing_on
 exit $rc"""
     return ["sh", "-c", script, "orch-timeline", *argv]
+
+
+def guest_collect(events: Sequence[str], *, tracefs: str = TRACEFS,
+                  saved: str = GUEST_SAVED) -> list[str]:
+    """After the trial: the events off, the buffer printed, the clock and buffer size put back
+    as they were, the buffer emptied. Prints the trace on stdout."""
+    script = f"""T={shlex.quote(tracefs)}
+echo 0 > $T/tracing_on
+for f in {_enables(events, tracefs)}; do echo 0 > "$f"; done
+cat $T/trace
+clock=local; size=; [ -f {shlex.quote(saved)} ] && . {shlex.quote(saved)}
+: > $T/trace; echo "$clock" > $T/trace_clock; [ -n "$size" ] && echo "$size" > $T/buffer_size_kb
+rm -f {shlex.quote(saved)}"""
+    return ["sh", "-c", script]
 
 
 @dataclass(frozen=True)
@@ -135,34 +156,19 @@ def merge(host_text: str, host_events: Sequence[str], guest_text: str,
     return frame.sort_values("tsc", kind="stable", ignore_index=True)
 
 
-def guest_problem(dump: str) -> str:
-    """Why the guest side holds no events, or "" when it traced."""
-    first = dump.lstrip().splitlines()[0] if dump.strip() else ""
-    if not first:
-        return "the guest saved no trace"
-    if first.startswith("#") or LINE_RE.match(first):
-        return ""
-    return f"the guest could not trace on the TSC clock: {first[:160]}"
-
-
-def fetch_command() -> list[str]:
-    return ["sh", "-c", f"cat {shlex.quote(GUEST_DUMP)}; rm -f {shlex.quote(GUEST_DUMP)}*"]
-
-
 def build(capture: Path, host_events: Sequence[str], guest_dump: str,
           guest_events: Sequence[str], tsc: TscMap | None) -> tuple[dict[str, object], str]:
     """The trial's timeline next to its host capture (CAPTURE.timeline.parquet): (what the
     trial's row records about it, a problem or "")."""
     if tsc is None:
         return {}, "no timeline: KVM's debugfs shows no tsc-offset for the guest's QEMU"
-    problem = guest_problem(guest_dump)
     report = proc.run(["trace-cmd", "report", "-i", str(capture)], timeout=900, check=False)
     if report.returncode != 0:
         return {}, f"no timeline: trace-cmd report failed: {report.stderr.strip()[-160:]}"
-    frame = merge(report.stdout, host_events, "" if problem else guest_dump, guest_events, tsc)
+    frame = merge(report.stdout, host_events, guest_dump, guest_events, tsc)
     out = capture.with_name(capture.stem + ".timeline.parquet")
     frame.to_parquet(out, index=False)
     sides = frame["side"].value_counts()
     return {"timeline": out.name, "tsc_offset": tsc.offset,
             "timeline_host_events": int(sides.get("host", 0)),
-            "timeline_guest_events": int(sides.get("guest", 0))}, problem
+            "timeline_guest_events": int(sides.get("guest", 0))}, ""

@@ -30,6 +30,7 @@ from orchestrator import kvm_stats, proc, timeline, vmstat
 from orchestrator.capture import recording
 from orchestrator.event_globs import expand_globs
 from orchestrator.plan import Point
+from orchestrator.proc import CommandError
 from orchestrator.results import EventCount
 from orchestrator.suite import Suite, TraceSpec
 from orchestrator.workloads import HOST_ASSISTED
@@ -129,8 +130,7 @@ class TraceWindow:
         # outside perf, so perf never counts the shell and sed of the vmstat snapshots
         argv = vmstat.wrap(argv) if self.vmstat_names else argv
         # outermost: perf's and vmstat's counts never include the tracefs set-up
-        return timeline.guest_wrap(argv, self.timeline_events) if self.timeline_events \
-            else argv
+        return timeline.guest_wrap(argv) if self.timeline_events else argv
 
     def collect(self, done: proc.Completed) -> proc.Completed:
         stderr = done.stderr
@@ -172,13 +172,15 @@ class PerfTracer:
         stat_names = expand_globs(stats, kvm_stats.available(pid))
         problems: list[str] = []
         host_counts: Callable[[], tuple[EventCount, ...]] = tuple
-        on_timeline = capture is not None and spec.timeline and run is not None
-        if on_timeline:
-            window.timeline_events = [n for n in window.guest_names
-                                      if ":" in n and n in window.guest_known]
+        on_timeline = (capture is not None and spec.timeline and run is not None
+                       and point.kind not in HOST_ASSISTED)
+        guest_problems = _timeline_setup(window, run) if on_timeline and run is not None else []
         events: list[str] = []
-        guest_dump = ""
+        dumps: list[str] = []
         with ExitStack() as stack:
+            if window.timeline_events and run is not None:
+                # first in, so last out: read outside every counting window, on every path
+                stack.callback(_timeline_collect, window.timeline_events, run, dumps)
             if capture is not None and (spec.capture or on_timeline):
                 events = [n for n in expand_globs(perf_host, self._host_known())
                           if n in self._host_known() and ":" in n]  # tracepoints only
@@ -191,15 +193,13 @@ class PerfTracer:
             before = kvm_stats.snapshot(pid, stat_names)
             yield window
             after = kvm_stats.snapshot(pid, stat_names)
-            if window.timeline_events and run is not None:
-                guest_dump = run(timeline.fetch_command(), timeout=600).stdout
         window.counts += host_counts() + kvm_stats.deltas(before, after)
-        if on_timeline and capture is not None and not problems:
-            window.info, problem = timeline.build(capture, events, guest_dump,
+        if dumps and capture is not None and not problems:
+            window.info, problem = timeline.build(capture, events, dumps[0],
                                                   window.timeline_events, tsc)
             problems += [problem] if problem else []
-        if problems and not window.problem:
-            window.problem = problems[0]
+        if (problems or guest_problems) and not window.problem:
+            window.problem = "; ".join(problems[:1] + guest_problems)
 
     def _guest_side(self, guest: list[str], run: Callable[..., proc.Completed] | None,
                     key: str) -> TraceWindow:
@@ -262,6 +262,30 @@ class PerfTracer:
                               else "host tracer never started counting")
             log.warning("%s: %s", window.problem, stderr.strip()[-200:])
         result.extend(events_of(names, known, counts, "host"))
+
+
+def _timeline_setup(window: TraceWindow, run: Callable[..., proc.Completed]) -> list[str]:
+    """The guest's tracepoints set up for the timeline (window.timeline_events), before the
+    trial; a guest that cannot trace them leaves the trial without a timeline, saying why."""
+    events = [n for n in window.guest_names if ":" in n and n in window.guest_known]
+    if not events:
+        return ["no timeline: none of the guest events is a tracepoint that guest has"]
+    done = run(timeline.guest_setup(events), timeout=120)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return [f"no timeline: the guest could not trace on the TSC clock: {why[:160]}"]
+    window.timeline_events = events
+    return []
+
+
+def _timeline_collect(events: list[str], run: Callable[..., proc.Completed],
+                      dumps: list[str]) -> None:
+    """The guest's trace read and its tracefs put back; a guest gone by now has nothing to
+    put back, and the trial's own error says why."""
+    try:
+        dumps.append(run(timeline.guest_collect(events), timeout=600).stdout)
+    except CommandError as exc:
+        log.warning("timeline: the guest's trace could not be read: %s", exc.one_line())
 
 
 def _alive(pid: int) -> bool:

@@ -39,3 +39,11 @@ def test_a_capture_that_cannot_record_is_reported_not_hidden(tmp_path: Path) -> 
         sleeper.wait()
     assert not subprocess.run(["pgrep", "-f", f"trace-cmd record -o {tmp_path}"],
                               capture_output=True).stdout  # no recorder left behind
+
+
+def test_a_timeline_capture_is_stamped_with_the_tsc(tmp_path: Path) -> None:
+    (tmp_path / "100" / "task" / "100").mkdir(parents=True)
+    argv = record_argv(100, tmp_path / "t.dat", ["kvm:kvm_exit"], proc_root=tmp_path,
+                       clock="x86-tsc")
+    assert argv[argv.index("-C") + 1] == "x86-tsc"
+    assert "-C" not in record_argv(100, tmp_path / "t.dat", [], proc_root=tmp_path)
