@@ -191,15 +191,19 @@ def assert_guest_faults_line_up_with_kvm(run_dir: Path) -> None:
     host_at: dict[int, list[int]] = {}
     for address, tsc in zip(host["address"], host["tsc"], strict=True):
         host_at.setdefault(int(address, 16), []).append(int(tsc))
-    previous, in_place, matched = 0, 0, 0
+    previous, in_place, gaps = 0, 0, []
     for address, tsc in zip(guest["address"], guest["tsc"], strict=True):
         before = [t for t in host_at.get(int(address, 16), []) if t <= int(tsc)]
         if before:
-            matched += 1
+            gaps.append(int(tsc) - max(before))
             in_place += previous <= max(before)
         previous = int(tsc)
-    assert matched >= 0.9 * len(guest), (matched, len(guest))
-    assert in_place >= 0.9 * matched, (in_place, matched)
+    assert len(gaps) >= 0.9 * len(guest), (len(gaps), len(guest))
+    assert in_place >= 0.9 * len(gaps), (in_place, len(gaps))
+    # KVM's part of a fault is a fraction of the time between two faults of the workload:
+    # (seen: 63k vs 404k cycles); a clock off by more than ~60k cycles fails here
+    spacing = guest[guest["task"] == "fork-dirty"]["tsc"].astype("int64").diff().median()
+    assert pd.Series(gaps).median() < 0.3 * spacing, (pd.Series(gaps).describe(), spacing)
 
 
 def test_interrupted_lab_run_restores_npt(lab_host: LabHost, tmp_path: Path) -> None:
