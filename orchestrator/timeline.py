@@ -15,10 +15,11 @@ trial itself only turns tracing on and off around the workload.
 
 from __future__ import annotations
 
+import bisect
 import re
 import shlex
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -82,32 +83,68 @@ rm -f {shlex.quote(saved)}"""
     return ["sh", "-c", script]
 
 
+WRITE_TSC_OFFSET = "kvm:kvm_write_tsc_offset"  # recorded on the host with every timeline
+OFFSET_RE = re.compile(r"vcpu=(\d+) prev=\d+ next=(\d+)")
+
+
+def _signed(value: int) -> int:
+    return value - U64 if value >= 1 << 63 else value
+
+
 @dataclass(frozen=True)
 class TscMap:
-    """guest_tsc = (host_tsc * ratio >> frac_bits) + offset, as KVM set it for vCPU 0."""
+    """guest_tsc = (host_tsc * ratio >> frac_bits) + offset, per vCPU. The offset is KVM's at
+    the start (debugfs), then whatever KVM wrote during the trial (kvm_write_tsc_offset, in host
+    order): where the host's TSC is marked unstable (as in an emulated lab host) KVM rewrites it
+    whenever a vCPU thread is scheduled in, so that the guest's TSC never jumps."""
 
-    offset: int
+    offsets: dict[int, int]  # vCPU -> offset when the capture began
     ratio: int = 1
     frac_bits: int = 0
+    # vCPU -> (guest TSC from which each new offset holds, kept non-decreasing; the offsets),
+    # from the kvm_write_tsc_offset events of the capture, in host order
+    changes: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
 
-    def to_host(self, guest_tsc: int) -> int:
-        return (((guest_tsc - self.offset) % U64) << self.frac_bits) // self.ratio
+    def with_changes(self, host: Sequence[TraceEvent]) -> TscMap:
+        changes: dict[int, tuple[list[int], list[int]]] = {}
+        for event in sorted(host, key=lambda e: e.tsc):
+            match = OFFSET_RE.search(event.detail) if event.event == WRITE_TSC_OFFSET else None
+            if match:
+                vcpu, offset = int(match[1]), _signed(int(match[2]))
+                starts, offsets = changes.setdefault(vcpu, ([], []))
+                start = ((event.tsc * self.ratio) >> self.frac_bits) + offset
+                starts.append(max(start, starts[-1]) if starts else start)
+                offsets.append(offset)
+        return replace(self, changes=changes)
+
+    def to_host(self, guest_tsc: int, vcpu: int = 0) -> int:
+        """The host TSC at which the vCPU's TSC read guest_tsc: under the last offset whose
+        span of guest time had begun by then."""
+        offset = self.offsets.get(vcpu, self.offsets.get(0, next(iter(self.offsets.values()))))
+        starts, offsets = self.changes.get(vcpu, ([], []))
+        index = bisect.bisect_right(starts, guest_tsc) - 1
+        if index >= 0:
+            offset = offsets[index]
+        return (((guest_tsc - offset) % U64) << self.frac_bits) // self.ratio
 
 
 def tsc_map(qemu_pid: int, debugfs: Path = Path("/sys/kernel/debug/kvm")) -> TscMap | None:
     """What KVM programmed for the guest of this QEMU process; None without KVM's debugfs."""
     for vm in sorted(debugfs.glob(f"{qemu_pid}-*")):
-        vcpu = vm / "vcpu0"
-        try:
-            offset = int((vcpu / "tsc-offset").read_text())
-        except (OSError, ValueError):
+        offsets = {}
+        for vcpu in vm.glob("vcpu*"):
+            try:
+                offsets[int(vcpu.name[4:])] = int((vcpu / "tsc-offset").read_text())
+            except (OSError, ValueError):
+                continue
+        if not offsets:
             continue
         try:  # only where the CPU scales the TSC
-            ratio = int((vcpu / "tsc-scaling-ratio").read_text())
-            frac = int((vcpu / "tsc-scaling-ratio-frac-bits").read_text())
+            ratio = int((vm / "vcpu0" / "tsc-scaling-ratio").read_text())
+            frac = int((vm / "vcpu0" / "tsc-scaling-ratio-frac-bits").read_text())
         except (OSError, ValueError):
-            return TscMap(offset)
-        return TscMap(offset, ratio, frac)
+            return TscMap(offsets)
+        return TscMap(offsets, ratio, frac)
     return None
 
 
@@ -140,7 +177,8 @@ def merge(host_text: str, host_events: Sequence[str], guest_text: str,
     """One table ordered on the host's TSC: side, event, tsc (host cycles), guest_tsc (the
     guest's own stamp, guest rows only), cpu, task, pid, detail."""
     rows = list(parse_events(host_text, "host", host_events))
-    rows += [replace(e, tsc=tsc.to_host(e.tsc), guest_tsc=e.tsc)
+    tsc = tsc.with_changes(rows)
+    rows += [replace(e, tsc=tsc.to_host(e.tsc, e.cpu), guest_tsc=e.tsc)
              for e in parse_events(guest_text, "guest", guest_events)]
     frame = pd.DataFrame({
         "side": pd.array([e.side for e in rows], dtype="string"),
@@ -169,6 +207,6 @@ def build(capture: Path, host_events: Sequence[str], guest_dump: str,
     out = capture.with_name(capture.stem + ".timeline.parquet")
     frame.to_parquet(out, index=False)
     sides = frame["side"].value_counts()
-    return {"timeline": out.name, "tsc_offset": tsc.offset,
+    return {"timeline": out.name, "tsc_offsets": {str(k): v for k, v in tsc.offsets.items()},
             "timeline_host_events": int(sides.get("host", 0)),
             "timeline_guest_events": int(sides.get("guest", 0))}, ""

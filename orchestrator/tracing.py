@@ -184,6 +184,9 @@ class PerfTracer:
             if capture is not None and (spec.capture or on_timeline):
                 events = [n for n in expand_globs(perf_host, self._host_known())
                           if n in self._host_known() and ":" in n]  # tracepoints only
+                offsets = timeline.WRITE_TSC_OFFSET  # what the guest stamps convert with
+                if on_timeline and offsets in self._host_known() and offsets not in events:
+                    events.append(offsets)
                 problems = stack.enter_context(recording(
                     pid, capture, events, clock=timeline.CLOCK if on_timeline else None))
             tsc = timeline.tsc_map(pid) if on_timeline else None

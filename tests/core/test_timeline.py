@@ -53,7 +53,7 @@ def test_stamps_of_a_nanosecond_clock_are_not_taken_for_tsc() -> None:
 
 def test_guest_stamps_move_onto_the_host_tsc() -> None:
     frame = timeline.merge(HOST_REPORT, HOST_EVENTS, GUEST_TRACE, GUEST_EVENTS,
-                           TscMap(offset=1_000_000))
+                           TscMap({0: 1_000_000}))
     assert list(frame["side"]) == ["host", "host", "guest", "host", "guest"]
     guest = frame[frame["side"] == "guest"]
     assert list(guest["tsc"]) == [500, 900] and list(guest["guest_tsc"]) == [1000500, 1000900]
@@ -63,14 +63,14 @@ def test_guest_stamps_move_onto_the_host_tsc() -> None:
 def test_tsc_conversion_wraps_and_scales_like_kvm() -> None:
     host_tsc = 5_000_000_000
     # a guest started long after the host: a negative offset, stored as a u64 by KVM
-    negative = TscMap(offset=-4_000_000_000)
+    negative = TscMap({0: -4_000_000_000})
     assert negative.to_host(host_tsc - 4_000_000_000) == host_tsc
     # guest = (host * ratio >> 48) + offset, ratio 1.5 in 16.48 fixed point
-    scaled = TscMap(offset=1000, ratio=3 << 47, frac_bits=48)
+    scaled = TscMap({0: 1000}, ratio=3 << 47, frac_bits=48)
     assert scaled.to_host(host_tsc * 3 // 2 + 1000) == host_tsc
     # 64-bit values survive the table (never through float)
     frame = timeline.merge("", [], "  w-1 [000] ....  18446744073709551000: e: x\n", ["s:e"],
-                           TscMap(offset=0))
+                           TscMap({0: 0}))
     assert int(frame["tsc"].iloc[0]) == 18446744073709551000
 
 
@@ -78,10 +78,10 @@ def test_the_offset_is_read_from_kvm_debugfs(tmp_path: Path) -> None:
     vcpu = tmp_path / "4242-11" / "vcpu0"
     vcpu.mkdir(parents=True)
     (vcpu / "tsc-offset").write_text("-123456789\n")
-    assert timeline.tsc_map(4242, tmp_path) == TscMap(-123456789)
+    assert timeline.tsc_map(4242, tmp_path) == TscMap({0: -123456789})
     (vcpu / "tsc-scaling-ratio").write_text(str(1 << 48))
     (vcpu / "tsc-scaling-ratio-frac-bits").write_text("48")
-    assert timeline.tsc_map(4242, tmp_path) == TscMap(-123456789, 1 << 48, 48)
+    assert timeline.tsc_map(4242, tmp_path) == TscMap({0: -123456789}, 1 << 48, 48)
     assert timeline.tsc_map(999, tmp_path) is None  # not a KVM guest's QEMU
 
 
@@ -138,3 +138,23 @@ def test_no_kvm_offset_means_no_timeline(tmp_path: Path) -> None:
                                    None)
     assert info == {} and "tsc-offset" in problem
     assert not list(tmp_path.iterdir())
+
+
+def test_offsets_kvm_rewrites_mid_trial_are_followed_per_vcpu() -> None:
+    """Where the host's TSC is unstable KVM rewrites a vCPU's offset each time its thread is
+    scheduled in, so that the guest's TSC does not jump: guest time stops while the thread
+    is off the CPU. Each guest stamp converts with the offset in force when it was taken."""
+    u64 = 1 << 64
+    report = (
+        # vCPU 0 descheduled from host 1,000 to 5,000: its offset drops by 4,000
+        f" qemu-system-x86-9   [000]5000: kvm_write_tsc_offset: vcpu=0 prev={u64 - 100} "
+        f"next={u64 - 4100}\n"
+        f" qemu-system-x86-9   [001]6000: kvm_write_tsc_offset: vcpu=1 prev=0 next=7\n")
+    guest = ("  w-1 [000] d....  850: e: before\n"    # host 950
+             "  w-1 [000] d....  900: e: after\n"     # host 5,000 (resumed where it stopped)
+             "  w-1 [000] d....  1400: e: later\n"    # host 5,500
+             "  w-1 [001] d....  6007: e: other\n")   # vCPU 1's own offset: host 6,000
+    frame = timeline.merge(report, [timeline.WRITE_TSC_OFFSET], guest, ["s:e"],
+                           TscMap({0: -100, 1: 0}))
+    stamps = frame[frame["side"] == "guest"].set_index("detail")["tsc"].to_dict()
+    assert stamps == {"before": 950, "after": 5000, "later": 5500, "other": 6000}
