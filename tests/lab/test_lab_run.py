@@ -201,7 +201,7 @@ def assert_guest_faults_line_up_with_kvm(run_dir: Path) -> None:
     assert len(gaps) >= 0.9 * len(guest), (len(gaps), len(guest))
     assert in_place >= 0.9 * len(gaps), (in_place, len(gaps))
     # KVM's part of a fault is a fraction of the time between two faults of the workload:
-    # (seen: 63k vs 404k cycles); a clock off by more than ~60k cycles fails here
+    # (seen: 56k vs 335k cycles); a clock off by more than ~50k cycles fails here
     spacing = guest[guest["task"] == "fork-dirty"]["tsc"].astype("int64").diff().median()
     assert pd.Series(gaps).median() < 0.3 * spacing, (pd.Series(gaps).describe(), spacing)
 
