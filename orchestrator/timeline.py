@@ -2,10 +2,11 @@
 
 Both sides stamp their ftrace events with the TSC (trace_clock x86-tsc): the host through its
 trace-cmd capture of the guest's QEMU, the guest through tracefs around the workload. Under KVM
-the guest's TSC is the host's, scaled and offset by what KVM programmed for the vCPU, which
-KVM shows in debugfs (`<pid>-<fd>/vcpu0/tsc-offset`, and the scaling ratio where the CPU has
-TSC scaling), so guest stamps convert exactly onto the host's: a guest page fault lines up with
-the VM exits and shadow-MMU work around it. This is what trace-cmd's agent mode does with its
+the guest's TSC is the host's, scaled and offset by what KVM programmed for the vCPU: KVM shows
+the offset in debugfs (`<pid>-<fd>/vcpuN/tsc-offset`, and the scaling ratio where the CPU has
+TSC scaling) and traces each change of it (kvm_write_tsc_offset, in the capture), so guest
+stamps convert exactly onto the host's: a guest page fault lines up with the VM exits and
+shadow-MMU work around it. This is what trace-cmd's agent mode does with its
 kvm time-sync plugin, without the vsock channel the agent needs (no vhost-vsock here).
 
 The guest side needs no tool in the guest, only tracefs and a shell: the events are set up
