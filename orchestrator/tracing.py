@@ -129,7 +129,7 @@ class TraceWindow:
             argv = ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(usable), "--", *argv]
         # outside perf, so perf never counts the shell and sed of the vmstat snapshots
         argv = vmstat.wrap(argv) if self.vmstat_names else argv
-        # outermost: perf's and vmstat's counts never include the tracefs set-up
+        # outermost, so neither perf nor vmstat counts the two writes that turn tracing on/off
         return timeline.guest_wrap(argv) if self.timeline_events else argv
 
     def collect(self, done: proc.Completed) -> proc.Completed:
