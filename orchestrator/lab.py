@@ -77,7 +77,8 @@ def lab_initrd(cache_root: Path | None = None) -> tuple[Path, Path]:
 
 
 class LabLost(HarnessError):
-    """The lab host (L1) itself died: its QEMU exited (a panic with -no-reboot, or a crash)."""
+    """The lab host (L1) itself is lost: its QEMU exited (a panic with -no-reboot, or a crash),
+    or it lives but no longer answers SSH (it is then stopped)."""
 
 
 @dataclass
@@ -125,7 +126,21 @@ class Lab:
                           f"({self.death_report()})",
                           hint=f"its console log: {self.workdir / CONSOLE}") from lost
         self.session.close()
-        self.session = self._reconnect()
+        try:
+            self.session = self._reconnect()
+        except HarnessError as exc:
+            # alive but unreachable (seen: a soft lockup under TCG, for minutes): as lost as a
+            # dead L1, and stopped so that nothing takes it for a usable lab host
+            self._stop()
+            raise LabLost(f"the lab host (L1) stopped answering under "
+                          f"`{shlex.join(lost.argv[2:])}` and was stopped ({exc.message}; "
+                          f"{self.death_report()})",
+                          hint=f"its console log: {self.workdir / CONSOLE}") from lost
+
+    def _stop(self) -> None:
+        if self.qemu is not None and self.qemu.poll() is None:
+            self.qemu.kill()
+            self.qemu.wait()
 
 
 def _last_lines(path: Path, count: int = 3) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import lab_run, results
+from orchestrator.errors import HarnessError
 from orchestrator.lab import CONSOLE, QEMU_LOG, Lab, LabLost
 from orchestrator.proc import Completed
 from orchestrator.results import Metric, Outcome, TrialRecord
@@ -99,6 +100,31 @@ def test_a_dead_l1_is_reported_with_how_it_died(tmp_path: Path) -> None:
     assert "QEMU exit status 0" in str(caught.value)
     assert "end Kernel panic" in str(caught.value) and reconnected == []
     assert CONSOLE in caught.value.hint
+
+
+def test_a_live_l1_that_no_longer_answers_is_lost_and_stopped(tmp_path: Path) -> None:
+    """Seen under TCG: L1's kernel in a soft lockup for minutes, its QEMU running. SSH cannot
+    reach it again; it is then as lost as a dead L1, and stopped so that nothing reuses it."""
+    (tmp_path / CONSOLE).write_text("[  268.5] watchdog: BUG: soft lockup - CPU#0 stuck for "
+                                    "164s! [perf:301]\n")
+    (tmp_path / QEMU_LOG).write_text("")
+    qemu = subprocess.Popen(["sleep", "600"], text=True)
+    session = ScriptedSession(lambda argv: "")
+    session.lost_next = 1
+
+    def unreachable() -> GuestSession:
+        raise HarnessError("no SSH from the guest within 120s", hint="")
+
+    lab = Lab(session, tmp_path, 2222, qemu, unreachable)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(LabLost) as caught:
+            lab.run(["cat", "/proc/uptime"], timeout=60, idempotent=True)
+        assert "stopped answering" in str(caught.value) and "no SSH" in str(caught.value)
+        assert "soft lockup" in str(caught.value) and CONSOLE in caught.value.hint
+        assert qemu.poll() is not None and not lab.alive()  # stopped
+    finally:
+        qemu.kill()
+        qemu.wait()
 
 
 def fork_row(trial: int) -> TrialRecord:
