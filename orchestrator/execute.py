@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -127,13 +127,14 @@ class Executor:
                     return
                 while pending:
                     cell = pending.pop(0)
-                    attempt = self.selection.attempt(cell) + retried.get(cell.key, 0)
-                    record = self._run_trial(state, target, cell, replacements, attempt)
+                    record = self._run_trial(state, target, cell, replacements)
                     self._record(record)
                     if record.outcome is Outcome.ERROR and not _answers(target):
                         if retried.get(cell.key, 0) < self.suite.lost_guest_retries:
                             retried[cell.key] = retried.get(cell.key, 0) + 1
-                            pending.insert(0, cell)  # again, as the next attempt
+                            # recorded as this attempt: it runs again as the next one
+                            self.selection.attempts[cell.key] = record.attempt
+                            pending.insert(0, cell)
                         break
             if not pending:
                 return
@@ -142,17 +143,17 @@ class Executor:
                 reason = (f"guest {group.guest} stopped answering {replacements} times; "
                           "its remaining trials were not run")
                 self.progress.note(reason)
-                self._record_cells(pending, state, Outcome.ERROR, reason, retried)
+                self._record_cells(pending, state, Outcome.ERROR, reason)
                 return
             again = (f" (trial {pending[0].trial} again, as attempt "
-                     f"{self.selection.attempt(pending[0]) + retried[pending[0].key]})"
-                     if pending[0].key in retried else "")
+                     f"{self.selection.attempt(pending[0])})" if pending[0].key in retried
+                     else "")
             self.progress.note(f"guest {group.guest} ({state.verified}) stopped answering; "
                                f"booting a fresh one for its {len(pending)} remaining "
                                f"trials{again}")
 
-    def _run_trial(self, state: ModeState, target: Target, cell: Cell, replacements: int,
-                   attempt: int) -> TrialRecord:
+    def _run_trial(self, state: ModeState, target: Target, cell: Cell,
+                   replacements: int) -> TrialRecord:
         point = cell.point
         workload = next(w for w in self.suite.workloads if w.name == point.workload)
         timeout = workload.timeout or self.suite.timeouts.trial
@@ -177,7 +178,7 @@ class Executor:
             parsed = workloads.ParsedTrial(Outcome.ERROR, f"{what}: {exc.one_line()}")
         if replacements:  # measured in a guest booted again mid-point: say so on the row
             parsed = replace(parsed, info={**parsed.info, "guest_replacements": replacements})
-        return self._trial_record(state, cell, parsed, window.counts, started, attempt)
+        return self._trial_record(state, cell, parsed, window.counts, started)
 
     def _capture_path(self, cell: Cell) -> Path | None:
         """The first measured trial of each point may be captured in full (trace: capture)."""
@@ -187,8 +188,7 @@ class Executor:
             f"{cell.point.cell_id}-{cell.trial}.dat") if first else None
 
     def _trial_record(self, state: ModeState, cell: Cell, parsed: workloads.ParsedTrial,
-                      events: tuple[EventCount, ...], started: float, attempt: int
-                      ) -> TrialRecord:
+                      events: tuple[EventCount, ...], started: float) -> TrialRecord:
         point = cell.point
         return TrialRecord(
             cell_id=point.cell_id, trial=cell.trial, warmup=cell.warmup,
@@ -196,7 +196,7 @@ class Executor:
             guest=point.guest, workload=point.workload, kind=point.kind,
             params=point.param_dict, outcome=parsed.outcome, reason=parsed.reason,
             metrics=parsed.metrics, events=events, info=parsed.info, started_at=started,
-            duration_s=time.time() - started, attempt=attempt,
+            duration_s=time.time() - started, attempt=self.selection.attempt(cell),
         )
 
     def _record_all(self, group: GuestGroup, state: ModeState | None, outcome: Outcome,
@@ -207,12 +207,10 @@ class Executor:
                            outcome, reason)
 
     def _record_cells(self, cells: list[Cell], state: ModeState, outcome: Outcome,
-                      reason: str, retried: Mapping[tuple[str, int], int] | None = None
-                      ) -> None:
+                      reason: str) -> None:
         for cell in cells:
             parsed = workloads.ParsedTrial(outcome, reason)
-            attempt = self.selection.attempt(cell) + (retried or {}).get(cell.key, 0)
-            self._record(self._trial_record(state, cell, parsed, (), time.time(), attempt))
+            self._record(self._trial_record(state, cell, parsed, (), time.time()))
 
     def _record(self, record: TrialRecord) -> None:
         self.journal.append(record)

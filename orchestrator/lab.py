@@ -139,7 +139,7 @@ class Lab:
 
     def _stop(self) -> None:
         if self.qemu is not None and self.qemu.poll() is None:
-            self.qemu.kill()
+            proc.kill_group(self.qemu)  # started by proc.background, in a session of its own
             self.qemu.wait()
 
 

@@ -108,7 +108,8 @@ def test_a_live_l1_that_no_longer_answers_is_lost_and_stopped(tmp_path: Path) ->
     (tmp_path / CONSOLE).write_text("[  268.5] watchdog: BUG: soft lockup - CPU#0 stuck for "
                                     "164s! [perf:301]\n")
     (tmp_path / QEMU_LOG).write_text("")
-    qemu = subprocess.Popen(["sleep", "600"], text=True)
+    # in a session of its own, as proc.background starts L1's QEMU
+    qemu = subprocess.Popen(["sleep", "600"], text=True, start_new_session=True)
     session = ScriptedSession(lambda argv: "")
     session.lost_next = 1
 
