@@ -8,7 +8,9 @@ after decompression. Then guests run under TCG, labelled so in every row.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +85,22 @@ def doctor_lines(root: Path = Path("/")) -> list[str]:
 
 
 def add_parser(sub: Any) -> None:
-    doctor = sub.add_parser("doctor", help="what this host can do, and why")
+    doctor = sub.add_parser("doctor", help="what this host can do, and why (and recover "
+                                           "crashed runs first)")
     doctor.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    # A crashed run may have left KVM in shadow mode or THP off: put that right first, so
+    # what doctor reports is the host's own state. (Imported here: recovery needs paging,
+    # which needs this module.)
+    from orchestrator import recovery
+
+    survey = recovery.recover_unless_locked(
+        by=f"orchestrate doctor (pid {os.getpid()})",
+        say=lambda line: print(line, file=sys.stderr, flush=True))
     for line in doctor_lines():
         print(line)
+    alive = [f"{s.name} ({s.why})" for s in survey.alive]
+    print("runs in progress: " + (", ".join(alive) if alive else "none"))
     return ExitCode.OK

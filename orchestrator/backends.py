@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import accel, results
+from orchestrator import accel, ledger, results
 from orchestrator.errors import Unavailable
 from orchestrator.guest import (
     GuestTarget,
@@ -128,15 +128,19 @@ def kvm_label() -> str:
 
 @contextmanager
 def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
-    """A per-guest copy-on-write disk next to the image (libvirt's QEMU user can reach it)."""
+    """A per-guest copy-on-write disk next to the image (libvirt's QEMU user can reach it);
+    in the run's ledger before it is made, so a killed run's overlay is deleted by recovery."""
     if image.disk is None:
         yield None
         return
-    path = overlay(image, image.directory.parent / "overlays", unique)
+    directory = image.directory.parent / "overlays"
+    path = directory / f"{unique}.qcow2"  # where images.overlay makes it
+    entry = ledger.record("file", path=str(path.absolute()))
     try:
-        yield path
+        yield overlay(image, directory, unique)
     finally:
         path.unlink(missing_ok=True)
+        ledger.undone(entry)
 
 
 def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *,

@@ -10,9 +10,12 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
+
+import shtab
 
 from orchestrator import (
     accel,
@@ -31,6 +34,7 @@ from orchestrator.plan import make_plan, plan_json
 from orchestrator.suite_file import load_suite
 
 log = logging.getLogger("orchestrator")
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure page-table virtualization costs: native, EPT/NPT (tdp), shadow.",
     )
     parser.add_argument("--debug", action="store_true", help="log everything, show tracebacks")
+    parser.add_argument("--version", action="version", version=f"orchestrate {version()}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     validate = sub.add_parser("validate", help="check a suite file")
@@ -60,7 +65,39 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_parser(sub)
     nightly.add_parser(sub)
     lab_run.add_parser(sub)
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    completion.set_defaults(func=cmd_completion)
+    for verb_parser in _all_subparsers(parser):
+        # `orchestrate run --debug` as well as `orchestrate --debug run`; SUPPRESS keeps a
+        # top-level --debug from being reset to False by the verb's own default
+        verb_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="log everything, show tracebacks")
     return parser
+
+
+def _all_subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every verb's parser, nested ones (`lab run`, `image build`) included."""
+    for action in parser._actions:  # argparse has no public walk over its sub-parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield child
+                yield from _all_subparsers(child)
+
+
+def version() -> str:
+    try:
+        return metadata.version("orchestrator")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Static completion scripts generated from the argument parser itself (shtab), so they
+    never drift from the verbs; e.g. `orchestrate completion bash > /etc/bash_completion.d/
+    orchestrate`."""
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return ExitCode.OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -96,16 +133,34 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def setup_logging(debug: bool) -> None:
+    """Our own INFO lines; other libraries only when they warn (paramiko's connection chatter
+    and matplotlib's font-cache notice stay out of a nightly log), everything with --debug."""
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.debug
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug
         else "orchestrate: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("orchestrator").setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        logging.getLogger("matplotlib").setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(args)
         return code
@@ -117,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("orchestrate: interrupted; everything measured so far is kept", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        raise  # `orchestrate results | head`: not an error, see _quiet_broken_pipe
     except Exception:  # a bug: keep the traceback, print one line pointing at it
         if args.debug:
             raise
@@ -124,6 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrate: internal error; traceback saved to {path} "
               "(hint: rerun with --debug, and report it)", file=sys.stderr)
         return ExitCode.HARNESS_BROKE
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our stdout went away (`| head`). Point stdout at /dev/null so the
+    interpreter's final flush cannot fail again, and exit as a killed-by-SIGPIPE tool does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _save_traceback() -> Path:

@@ -127,6 +127,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"base": base.manifest["run_id"], "new": new.manifest["run_id"],
                    "threshold": args.threshold, "regressions": len(regressions),
+                   "unreadable_lines": {"base": base.unreadable, "new": new.unreadable},
                    "changes": [asdict(c) for c in changes]}, sys.stdout, indent=1)
         print()
     else:

@@ -32,21 +32,35 @@ PROBE_TIMEOUT_S = 30.0
 class Progress:
     """What the executor tells the user; the CLI picks a terminal or a plain-log flavour."""
 
+    def __init__(self) -> None:
+        self._skipped_points: set[str] = set()
+
     def start(self, total: int) -> None:
         log.info("%d trials to run", total)
 
     def trial_done(self, record: TrialRecord) -> None:
         reason = f" ({record.reason})" if record.reason else ""
-        # a skipped group was announced once by note(); one line per skipped trial is noise
-        level = logging.DEBUG if record.outcome is Outcome.SKIPPED else logging.INFO
-        log.log(level, "%s/%s %s trial %d: %s%s", record.paging_mode, record.guest, record.workload,
-                 record.trial, record.outcome.value, reason)
+        level = logging.INFO
+        if record.outcome is Outcome.SKIPPED:
+            # every skipped point is named once with its reason; its other trials add nothing
+            first = record.cell_id not in self._skipped_points
+            self._skipped_points.add(record.cell_id)
+            level = logging.INFO if first else logging.DEBUG
+        log.log(level, "%s trial %d: %s%s", point_label(record), record.trial,
+                record.outcome.value, reason)
 
     def note(self, text: str) -> None:
         log.warning("%s", text)
 
     def close(self) -> None:
         pass
+
+
+def point_label(record: TrialRecord) -> str:
+    """`tdp/small fork pages=1280 ptes_per_table=512`: which point a log line is about, so a
+    plain log (cron, CI) can be read without the run's tables."""
+    params = " ".join(f"{name}={value}" for name, value in record.params.items())
+    return f"{record.paging_mode}/{record.guest} {record.workload} {params}".rstrip()
 
 
 # (target, point, where a full capture of this trial may go) -> the trial's event window

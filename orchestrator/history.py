@@ -6,12 +6,22 @@ deviation of nightly medians before the step, learned per host), held by at leas
 `MIN_AFTER` nights, and separates the ranges: after trimming the most extreme night on each
 side, every night after lies beyond every night before (LKP's range separation). A one-night
 spike fails the last two conditions.
+
+`--json` prints one JSON object on stdout, a stable shape (keys may be added, never removed;
+NaN is null):
+
+    {"schema": "orchestrate.history/1", "suite", "results_dir", "metric", "threshold",
+     "runs": [{"run_id", "path", "status", "started_at", "unreadable_lines"}],  (oldest first)
+     "steps": [{"cell_id", "metric", "at_run", "before", "after", "ratio", "regression"}],
+     "regressions": N}
+
+A step is a "regression" when a time (`_us`, `_ns`) went up; the exit code is then 4.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,9 +31,11 @@ import pandas as pd
 from orchestrator import results
 from orchestrator.analysis import measured
 from orchestrator.errors import BadInput, ExitCode
+from orchestrator.results_cli import print_json
 
 MIN_BEFORE, MIN_AFTER = 3, 3
 ALPHA = 0.01
+SCHEMA = "orchestrate.history/1"
 
 
 @dataclass(frozen=True)
@@ -86,12 +98,24 @@ def steps(trials: pd.DataFrame, threshold: float = 0.05) -> list[Step]:
     return found
 
 
+def suite_runs(root: Path, suite: str) -> list[results.RunTables]:
+    """Every readable run of the suite under root, oldest first (a run with a damaged
+    manifest is skipped with a warning; unreadable journal lines are warned about)."""
+    paths = [r["path"] for r in results.list_runs(root) if r.get("suite_name") == suite]
+    if not paths:
+        raise BadInput(f"no runs of suite {suite!r} under {root.resolve()}",
+                       hint="`orchestrate results` lists the runs; --results-dir DIR or "
+                            "$ORCH_RESULTS says where they are")
+    return [results.load(p) for p in paths]
+
+
 def suite_history(root: Path, suite: str) -> pd.DataFrame:
-    runs = [r["path"] for r in results.list_runs(root) if r.get("suite_name") == suite]
-    if not runs:
-        raise BadInput(f"no runs of suite {suite!r} under {root}",
-                       hint="`orchestrate results` lists the runs")
-    return pd.concat([results.load(p).trials for p in runs], ignore_index=True)
+    return pd.concat([t.trials for t in suite_runs(root, suite)], ignore_index=True)
+
+
+def is_regression(step: Step) -> bool:
+    """A time that went up: counts and rates are reported, never called regressions."""
+    return step.ratio > 1 and step.metric.endswith(("_us", "_ns"))
 
 
 def add_parser(sub: Any) -> None:
@@ -101,21 +125,41 @@ def add_parser(sub: Any) -> None:
     cmd.add_argument("--metric", default=None, help="only this metric (e.g. fork_us)")
     cmd.add_argument("--threshold", type=float, default=0.05)
     cmd.add_argument("--plot", type=Path, default=None, help="write the trend as a PNG")
+    cmd.add_argument("--json", action="store_true",
+                     help="runs and steps as one JSON object (shape: orchestrator/history.py)")
     cmd.set_defaults(func=cmd_history)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    trials = suite_history(args.results_dir or results.default_root(), args.suite)
+    root = args.results_dir or results.default_root()
+    runs = suite_runs(root, args.suite)
+    trials = pd.concat([t.trials for t in runs], ignore_index=True)
     if args.metric:
         trials = trials[trials["metric"] == args.metric]
     found = steps(trials, args.threshold)
-    for step in found:
-        print(f"step at {step.at_run}: {step.metric} cell {step.cell_id} "
-              f"{step.before:.4g} -> {step.after:.4g} (x{step.ratio:.3f})")
-    print(f"{len(found)} persistent step(s) over {trials['run_id'].nunique()} runs")
+    if args.json:
+        print_json(history_json(args, root, runs, found))
+    else:
+        for step in found:
+            print(f"step at {step.at_run}: {step.metric} cell {step.cell_id} "
+                  f"{step.before:.4g} -> {step.after:.4g} (x{step.ratio:.3f})")
+        print(f"{len(found)} persistent step(s) over {trials['run_id'].nunique()} runs")
     if args.plot:
         from orchestrator.plots import trend_plot  # matplotlib only when drawing
 
         trend_plot(trials, args.plot)
-    regressions = [s for s in found if s.ratio > 1 and s.metric.endswith(("_us", "_ns"))]
-    return ExitCode.REGRESSION if regressions else ExitCode.OK
+    return ExitCode.REGRESSION if any(is_regression(s) for s in found) else ExitCode.OK
+
+
+def history_json(args: argparse.Namespace, root: Path, runs: list[results.RunTables],
+                 found: list[Step]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA, "suite": args.suite, "results_dir": str(root.resolve()),
+        "metric": args.metric, "threshold": args.threshold,
+        "runs": [{"run_id": t.manifest["run_id"], "path": str(t.path),
+                  "status": t.manifest.get("status"), "started_at": t.manifest.get("started_at"),
+                  "unreadable_lines": t.unreadable} for t in runs],
+        "steps": [{**asdict(s), "ratio": s.ratio, "regression": is_regression(s)}
+                  for s in found],
+        "regressions": sum(is_regression(s) for s in found),
+    }

@@ -2,7 +2,9 @@
 
 Always recorded; applied only when a suite says `host_prep: {apply: true}`, and then every
 value written is put back on every exit path (a lab host is shared: leaving THP off or the
-hugepage pool grown would change everyone else's results).
+hugepage pool grown would change everyone else's results). Each value is written in the run's
+ledger (path, old, new) before it is changed, so that a run killed before its `finally` ran
+is put right by recovery (`write_back`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from orchestrator import ledger
 from orchestrator.errors import HarnessError
 from orchestrator.suite import HostPrep
 
@@ -54,9 +57,11 @@ def conditions(root: Path = Path("/")) -> dict[str, Any]:
 @contextmanager
 def _written(path: Path, value: str, restore: str) -> Iterator[None]:
     """Write value to a sysfs file; write restore back on exit, whatever happened."""
+    entry = ledger.record("sysfs", path=str(path.absolute()), old=restore, new=value)
     try:
         path.write_text(value)
     except OSError as exc:
+        ledger.undone(entry)  # nothing was changed
         raise HarnessError(f"cannot set {path} to {value!r}: {exc.strerror}",
                            hint="host_prep.apply needs root; or set apply: false") from exc
     log.info("host prep: %s = %s (was %s)", path, value, restore)
@@ -64,9 +69,20 @@ def _written(path: Path, value: str, restore: str) -> Iterator[None]:
         yield
     finally:
         try:
-            path.write_text(restore)
-        except OSError as exc:  # reported loudly: the host is left changed
-            log.error("could not restore %s to %r: %s", path, restore, exc.strerror)
+            write_back(path, restore)
+            ledger.undone(entry)
+        except HarnessError as exc:  # reported loudly: the host is left changed
+            log.error("%s", exc.one_line())
+
+
+def write_back(path: Path, value: str) -> None:
+    """Put a recorded host setting back (idempotent: writing the same value again is a no-op
+    for these files)."""
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise HarnessError(f"could not restore {path} to {value!r}: {exc.strerror}",
+                           hint="write it back by hand") from None
 
 
 def _need(path: Path, what: str) -> str:

@@ -4,18 +4,30 @@
 key generated at build time, so the orchestrator can pin it), perf, the virtio modules and the
 guest workloads. It boots to SSH in seconds, even under TCG. The per-run SSH public key comes
 in on the kernel command line (`orch.ssh_key=<base64>`), so one image serves every run.
+
+An image's initrd (mini) and disk (debian) hold the guest's SSH host private key: anyone who
+reads them can impersonate the guest despite the pinned host key. They are made under umask 077
+(never readable by others, not even for a moment) and published readable by root and by
+libvirt's QEMU group only (0640 root:libvirt-qemu, or 0600 where there is no such group); the
+cache and image directories are 0750 (0700) likewise. A cached image found readable by others is
+made private on load, and rebuilt (a new host key) by `image build`: its key may have leaked.
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
 import gzip
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +36,8 @@ from typing import Any
 from orchestrator import proc
 from orchestrator.errors import BadInput, ExitCode, HarnessError
 from orchestrator.targets import PROJECT_ROOT, workloads_bin_dir
+
+log = logging.getLogger(__name__)
 
 RECIPE_DIR = PROJECT_ROOT / "images" / "mini"
 GUEST_BIN = "/opt/workloads/bin"
@@ -42,6 +56,13 @@ DEBIAN_PACKAGES = ["systemd-sysv", "openssh-server", "linux-image-amd64", "stres
                    "linux-perf", "udev", "iproute2", "ifupdown", "isc-dhcp-client", "procps",
                    "kmod"]
 DEBIAN_DISK = "4G"
+
+# What may hold the guest's SSH host private key: readable by root and libvirt's QEMU only.
+PRIVATE_FILES = frozenset({"initrd.img", "disk.qcow2"})
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+# libvirt's QEMU processes run as this group unless qemu.conf says `group = ...`: Debian's, then
+# Fedora's default
+QEMU_GROUPS = ("libvirt-qemu", "qemu")
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,93 @@ class Image:
 
 def default_cache_root() -> Path:
     return Path(os.environ.get("ORCH_IMAGE_CACHE", PROJECT_ROOT / "images" / "cache"))
+
+
+# ---- permissions: key material readable by root and libvirt's QEMU only ---------------------
+
+
+def qemu_gid() -> int | None:
+    """The group libvirt's QEMU runs as (qemu.conf's `group`, else the distribution's), if this
+    process may give files to it; None: files stay the owner's alone (0600/0700)."""
+    names: tuple[str, ...] = QEMU_GROUPS
+    try:
+        found = re.search(r'^\s*group\s*=\s*"([^"]+)"', QEMU_CONF.read_text(), re.MULTILINE)
+    except OSError:  # no libvirt, or not root (the file is 0600)
+        found = None
+    if found:
+        names = (found.group(1),)
+    for name in names:
+        try:
+            gid = int(name[1:]) if name.startswith("+") else grp.getgrnam(name).gr_gid
+        except (KeyError, ValueError):
+            continue
+        if gid == 0 or (os.geteuid() != 0 and gid not in os.getgroups()):
+            return None
+        return gid
+    return None
+
+
+def private_mode(path: Path, gid: int | None, *, writable: bool = False) -> None:
+    """Readable (writable) by the owner and QEMU's group only: 0640 (0660) with the group, else
+    0600; a directory 0750, else 0700. Never widens for others, not even for a moment: what
+    is too open is closed before the group changes. Does nothing where all is right."""
+    st = path.stat()
+    if stat.S_ISDIR(st.st_mode):
+        want = 0o700 if gid is None else 0o750
+    else:
+        want = 0o600 if gid is None else (0o660 if writable else 0o640)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & ~want:
+        mode &= want & 0o700
+        path.chmod(mode)
+    if gid is not None and st.st_gid != gid:
+        os.chown(path, -1, gid)
+    if mode != want:
+        path.chmod(want)
+
+
+def private_dir(path: Path, gid: int | None) -> None:
+    """Makes path (0700 from the start) or narrows it, unless it is not ours to narrow: a shared
+    directory (sticky, like /tmp) or another user's is left as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        st = path.stat()
+        if st.st_uid != os.geteuid() or st.st_mode & stat.S_ISVTX:
+            return
+    private_mode(path, gid)
+
+
+@contextmanager
+def private_umask() -> Iterator[None]:
+    """Files made in here (by this process and its children) are the owner's alone."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def exposed(directory: Path) -> list[Path]:
+    """The image's files that hold key material and that others may read."""
+    return [p for p in sorted(directory.iterdir())
+            if p.name in PRIVATE_FILES and p.stat().st_mode & 0o007]
+
+
+def secure_image(directory: Path) -> list[Path]:
+    """Narrows a cached image made before its keys were kept private (or changed since): its
+    directory and key-holding files. Returns the files others could read until now."""
+    found = exposed(directory)
+    gid = qemu_gid()
+    try:
+        private_mode(directory, gid)
+        for path in sorted(directory.iterdir()):
+            if path.name in PRIVATE_FILES:
+                private_mode(path, gid)
+    except OSError as exc:
+        log.warning("cannot make the image %s private (%s): run as its owner", directory, exc)
+    return found
 
 
 def installed_kernel() -> tuple[str, Path]:
@@ -165,13 +273,18 @@ def _host_key(root: Path, out_dir: Path) -> str:
 
 
 def write_cpio(root: Path, out: Path) -> None:
-    """newc cpio of root, gzip-compressed (the kernel unpacks it as the initramfs)."""
+    """newc cpio of root, gzip-compressed (the kernel unpacks it as the initramfs); both files
+    are 0600 from their creation on (an initramfs may carry keys)."""
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     listing = "\n".join([".", *names]) + "\n"
     raw = out.with_suffix(".cpio")
-    proc.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0", "-F", str(raw)],
-             timeout=300, input_text=listing, cwd=root)
-    with raw.open("rb") as src, gzip.open(out, "wb", compresslevel=6) as dst:
+    with private_umask():
+        proc.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0", "-F", str(raw)],
+                 timeout=300, input_text=listing, cwd=root)
+    out.unlink(missing_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with raw.open("rb") as src, os.fdopen(fd, "wb") as sink, \
+            gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=sink, mtime=0) as dst:
         shutil.copyfileobj(src, dst)
     raw.unlink()
 
@@ -190,24 +303,44 @@ def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
     release, kernel = installed_kernel()
     digest = recipe_hash(release, kernel, bins)
     out = (cache_root or default_cache_root()) / f"mini-{digest}"
-    if (out / "image.json").exists() and not force:
+    if _cached(out, force):
         return load_from(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    private_dir(out.parent, qemu_gid())
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # 0700: nothing in it is reachable
         staging, root = Path(tmp) / "image", Path(tmp) / "root"
         staging.mkdir()
-        _populate_root(root, release, bins)
-        key_line = _host_key(root, staging)
-        write_cpio(root, staging / "initrd.img")
-        shutil.copy2(kernel, staging / "vmlinuz")
-        image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
-                      digest)
-        (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
+        _populate_root(root, release, bins)  # the guest's own modes (under the caller's umask)
+        with private_umask():
+            key_line = _host_key(root, staging)
+            write_cpio(root, staging / "initrd.img")
+            shutil.copyfile(kernel, staging / "vmlinuz")
+            image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
+                          digest)
+            (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
         _publish(staging, out)
     return load_from(out)
 
 
+def _cached(out: Path, force: bool) -> bool:
+    """A usable cached image: built, and its host key never readable by others (one that was may
+    have been copied: it is built again, with a new key)."""
+    if force or not (out / "image.json").exists():
+        return False
+    leaked = secure_image(out)
+    if leaked:
+        log.warning("the cached image %s was readable by others (%s): its host key may have "
+                    "leaked; building it again with a new one", out.name,
+                    ", ".join(p.name for p in leaked))
+    return not leaked
+
+
 def load_from(directory: Path) -> Image:
+    leaked = secure_image(directory)
+    if leaked:
+        log.warning("the image %s was readable by others (%s): made private now, but its host "
+                    "key may have leaked (hint: `orchestrate image build %s --force` makes a new "
+                    "one)", directory, ", ".join(p.name for p in leaked),
+                    directory.name.split("-")[0])
     data = json.loads((directory / "image.json").read_text())
     disk = directory / "disk.qcow2" if data.get("disk") else None
     return Image(data["kind"], directory, directory / "vmlinuz", directory / "initrd.img",
@@ -287,8 +420,8 @@ def _debian_disk(root: Path, staging: Path) -> str:
     """Kernel and initrd out beside the disk (direct kernel boot); ext4 -> qcow2."""
     kernel = max((root / "boot").glob("vmlinuz-*"))
     release = kernel.name.removeprefix("vmlinuz-")
-    shutil.copy2(kernel, staging / "vmlinuz")
-    shutil.copy2(root / "boot" / f"initrd.img-{release}", staging / "initrd.img")
+    shutil.copyfile(kernel, staging / "vmlinuz")  # not copy2: the modes are _publish's
+    shutil.copyfile(root / "boot" / f"initrd.img-{release}", staging / "initrd.img")
     raw = staging / "disk.raw"
     proc.run(["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(root), str(raw),
               DEBIAN_DISK], timeout=900)
@@ -305,39 +438,49 @@ def build_debian(cache_root: Path | None = None, bin_dir: Path | None = None,
     bins = require_workloads(bin_dir)
     digest = debian_hash(bins)
     out = (cache_root or default_cache_root()) / f"debian-{digest}"
-    if (out / "image.json").exists() and not force:
+    if _cached(out, force):
         return load_from(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    private_dir(out.parent, qemu_gid())
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # 0700: nothing in it is reachable
         staging, root = Path(tmp) / "image", Path(tmp) / "root"
         staging.mkdir()
-        key_line = _debian_rootfs(root, bins)
-        (staging / "host_key.pub").write_text(key_line + "\n")
-        release = _debian_disk(root, staging)
-        image = Image("debian", out, out / "vmlinuz", out / "initrd.img", key_line, release,
-                      digest, disk=out / "disk.qcow2",
-                      boot_args="root=/dev/vda rw net.ifnames=0")
-        (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
+        key_line = _debian_rootfs(root, bins)  # the root file system keeps Debian's own modes
+        with private_umask():  # the disk (and the raw file before it) holds the host key
+            (staging / "host_key.pub").write_text(key_line + "\n")
+            release = _debian_disk(root, staging)
+            image = Image("debian", out, out / "vmlinuz", out / "initrd.img", key_line,
+                          release, digest, disk=out / "disk.qcow2",
+                          boot_args="root=/dev/vda rw net.ifnames=0")
+            (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
         _publish(staging, out)
     return load_from(out)
 
 
 def _publish(staging: Path, out: Path) -> None:
-    for path in staging.iterdir():  # world-readable: libvirt's QEMU user reads them
-        path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
+    """Key-holding files to root and QEMU's group only, the rest (the kernel, public key,
+    metadata) world-readable inside a directory only they can enter; then in place at once."""
+    gid = qemu_gid()
+    for path in staging.iterdir():
+        if path.name in PRIVATE_FILES:
+            private_mode(path, gid)
+        else:
+            path.chmod(0o644)
+    private_mode(staging, gid)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
-    out.chmod(0o755)
 
 
 def overlay(image: Image, directory: Path, name: str) -> Path:
-    """A throw-away copy-on-write layer over the image's disk: runs never change the image."""
+    """A throw-away copy-on-write layer over the image's disk: runs never change the image. The
+    guest writes into it (and its reads of the key come through it): root's and QEMU's only."""
     if image.disk is None:
         raise BadInput(f"the {image.kind} image has no disk", hint="only debian has one")
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o755)
+    gid = qemu_gid()
+    private_dir(directory, gid)
     path = directory / f"{name}.qcow2"
-    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.disk),
-              str(path)], timeout=60)
+    with private_umask():
+        proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                  str(image.disk), str(path)], timeout=60)
+    private_mode(path, gid, writable=True)
     return path

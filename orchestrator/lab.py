@@ -183,7 +183,8 @@ def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
                boot_timeout: float = 900) -> Iterator[Lab]:
     """Boot L1 and hand it over; QEMU is killed on every exit path."""
     kernel, initrd = lab_initrd()
-    workdir.mkdir(parents=True, exist_ok=True)
+    # 0700: it holds L1's host key, the client key and (boot_l2) copies of key-holding initrds
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key, public = new_run_key(workdir / "client")
     (workdir / "authorized_keys").write_text(public + "\n")
     host_key = _host_key(workdir)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import results
+from orchestrator import proc, results
 from orchestrator.errors import BadInput, ExitCode, HarnessError
 from orchestrator.images import load_image, require_workloads
 from orchestrator.lab import (
@@ -80,14 +80,27 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def inner_script(venv: Path, hostname: str) -> str:
-    env = {
+def inner_env(venv: Path) -> dict[str, str]:
+    """The whole environment of an orchestrator command inside L1."""
+    return {
         "PATH": f"{venv}/bin:{L1_PATH}",
         "HOME": "/root", "ORCH_ACCEL_LABEL": "nested-tcg", "ORCH_GUEST_LAUNCHER": "qemu",
         "ORCH_IMAGE_CACHE": f"{SHARE}/images", "NO_COLOR": "1", "TERM": "dumb",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    assignments = " ".join(f"{k}={v}" for k, v in env.items())
+
+
+def orchestrate_in_lab(lab: Lab, *args: str, timeout: float) -> proc.Completed:
+    """Another `orchestrate` command inside L1, in the inner run's environment (e.g. the
+    next command after a run there was killed)."""
+    venv = PROJECT_ROOT / ".venv"
+    env = [f"{k}={v}" for k, v in inner_env(venv).items()]
+    return lab.run(["env", "-i", *env, f"{venv}/bin/orchestrate", *args], timeout=timeout,
+                   check=False)
+
+
+def inner_script(venv: Path, hostname: str) -> str:
+    assignments = " ".join(f"{k}={v}" for k, v in inner_env(venv).items())
     # A background job of a non-interactive shell ignores SIGINT, so the run is stopped with
     # SIGTERM (which the orchestrator treats as Ctrl-C: guests destroyed, npt restored).
     return (f"#!/bin/sh\nhostname {hostname}\ncd {SHARE}\n"
@@ -103,14 +116,9 @@ def sample_npt(lab: Lab) -> Sample:
     return {"t": float(stamp), "npt": value}
 
 
-def run_in_lab(lab: Lab, loaded: LoadedSuite, results_root: Path, *,
-               timeout: float = 3600.0,
-               stop_when: Callable[[Path], bool] | None = None) -> LabRunOutcome:
-    """Run a suite inside L1 and bring its run directory into results_root.
-
-    `stop_when(share)` is asked at every poll; True stops the run as Ctrl-C would (tests use
-    it to interrupt a run half way). Ctrl-C or SIGTERM here stops the inner run the same way,
-    collects what it measured, and is then re-raised."""
+def start_inner(lab: Lab, loaded: LoadedSuite) -> str:
+    """Start `orchestrate run` of the suite in the background inside L1 (its PID lands in
+    the share's inner.pid, its exit status in inner.rc); L1's npt before it, as sysfs said."""
     workdir = lab.workdir
     for stale in ("inner.rc", "inner.pid", "inner.log"):
         (workdir / stale).unlink(missing_ok=True)
@@ -120,6 +128,19 @@ def run_in_lab(lab: Lab, loaded: LoadedSuite, results_root: Path, *,
     npt_before = lab.sysfs_read(NPT)
     lab.run(["sh", "-c", f"setsid -f sh {SHARE}/inner.sh </dev/null >/dev/null 2>&1"],
             timeout=60)
+    return npt_before
+
+
+def run_in_lab(lab: Lab, loaded: LoadedSuite, results_root: Path, *,
+               timeout: float = 3600.0,
+               stop_when: Callable[[Path], bool] | None = None) -> LabRunOutcome:
+    """Run a suite inside L1 and bring its run directory into results_root.
+
+    `stop_when(share)` is asked at every poll; True stops the run as Ctrl-C would (tests use
+    it to interrupt a run half way). Ctrl-C or SIGTERM here stops the inner run the same way,
+    collects what it measured, and is then re-raised."""
+    workdir = lab.workdir
+    npt_before = start_inner(lab, loaded)
     samples: list[Sample] = []
     interrupted = False
     try:
@@ -231,7 +252,7 @@ def cmd_lab_run(args: argparse.Namespace) -> int:
         raise BadInput("the lab runs this checkout's .venv inside L1, and there is none",
                        hint="run scripts/setup first")
     require_workloads(None)
-    root = args.results_dir or results.default_root()
+    root = (args.results_dir or results.default_root()).resolve()  # QEMU gets absolute paths
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lab-", dir=root) as tmp, \
             nested_lab(Path(tmp), memory_mib=args.memory_mib, smp=args.smp) as lab:

@@ -1,10 +1,13 @@
 """Guest domains through libvirt: the XML (a pure function) and the lifecycle (a context manager).
 
 Domains are transient and named `orch-<run>-<guest>-<suffix>`, with a metadata element naming
-the run, so `orchestrate gc` can find strays. They never restart: poweroff, reboot, crash and
-a watchdog expiry all end the domain, so a guest panic (the kernel runs with panic=-1) is seen
-at once instead of hanging a night's run. Networking is QEMU user mode with one forwarded port
-on 127.0.0.1 (libvirt 9.0 has no passt portForward; its default NAT network is never used).
+the run, so `orchestrate gc` can find strays. A domain is written in the run's ledger before
+it is created (libvirtd owns its QEMU, so no death signal of ours reaches it): a run killed
+with its guest running is found dead by the next command, which destroys the guest. They
+never restart: poweroff, reboot, crash and a watchdog expiry all end the domain, so a guest
+panic (the kernel runs with panic=-1) is seen at once instead of hanging a night's run.
+Networking is QEMU user mode with one forwarded port on 127.0.0.1 (libvirt 9.0 has no passt
+portForward; its default NAT network is never used).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
+from orchestrator import ledger
 from orchestrator.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -205,9 +209,11 @@ def running_domain(spec: DomainSpec, uri: str = DEFAULT_URI) -> Iterator[Running
     conn = connect(uri)
     try:
         spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+        entry = ledger.record("domain", name=spec.name, uri=uri)
         try:
             dom = conn.createXML(domain_xml(spec), 0)
         except libvirt.libvirtError as exc:
+            ledger.undone(entry)
             raise HarnessError(f"libvirt refused guest {spec.name}: {exc.get_error_message()}",
                                hint="`orchestrate doctor` shows what this host can run") from None
         log.info("guest %s started (%s, ssh on 127.0.0.1:%d)", spec.name, spec.accel,
@@ -215,19 +221,41 @@ def running_domain(spec: DomainSpec, uri: str = DEFAULT_URI) -> Iterator[Running
         try:
             yield RunningDomain(spec.name, uri, spec.console_log, dom)
         finally:
-            destroy(dom)
+            if destroy(dom):
+                ledger.undone(entry)
     finally:
         conn.close()
 
 
-def destroy(dom: libvirt.virDomain) -> None:
+def destroy(dom: libvirt.virDomain) -> bool:
+    """Stop a domain (no guest shutdown); True once it is gone or stopped."""
     for _ in range(3):
         try:
             if not dom.isActive():
-                return
+                return True
             dom.destroy()
-            return
+            return True
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return  # already gone (it powered off or crashed)
+                return True  # already gone (it powered off or crashed)
             time.sleep(0.5)
+    log.error("could not destroy guest %s; `orchestrate gc` will try again", dom.name())
+    return False
+
+
+def destroy_by_name(conn: libvirt.virConnect, name: str) -> str:
+    """Destroy (and undefine, if persistent) a domain by name: what was done, in words."""
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return f"guest {name} was already gone"
+        raise HarnessError(f"libvirt: {exc.get_error_message()}", hint="") from None
+    if not destroy(dom):
+        raise HarnessError(f"libvirt could not destroy guest {name}",
+                           hint="`virsh destroy` it by hand")
+    try:
+        dom.undefine()  # only persistent ones have a definition left
+    except libvirt.libvirtError:
+        pass
+    return f"destroyed guest {name}"

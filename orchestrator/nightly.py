@@ -7,6 +7,11 @@ host and marks itself interrupted; SIGKILL after a grace period), compares the n
 the previous good run of the same suite, and keeps only the newest N runs of that suite.
 Everything goes to an append-only log file with UTC timestamps: no terminal, no colour.
 
+The child gets SIGTERM if the wrapper itself dies (PR_SET_PDEATHSIG: even a SIGKILLed wrapper
+leaves no run behind, and SIGTERM, not SIGKILL, so that the run still restores the host). Before
+the run and after it, runs that died are recovered (recovery.py, under the run lock): one the
+deadline had to SIGKILL gets its guests destroyed and the host's KVM and settings restored.
+
 Exit codes: those of `orchestrate run` (0 ok, 1 trials failed, 2 bad input, 3 harness
 broke), 4 when compare finds a regression, 5 when another nightly (or run) holds the lock,
 130 when the deadline (or a signal) stopped the run.
@@ -30,14 +35,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from orchestrator import results
+from orchestrator import proc, recovery, results
 from orchestrator.errors import BadInput, ExitCode, HarnessError, LockHeld, OrchestratorError
-from orchestrator.lock import run_lock
+from orchestrator.lock import nightly_lock_path, run_lock
 from orchestrator.suite_file import load_suite
 from orchestrator.units import parse_duration
 
-LOCK_ENV = "ORCH_NIGHTLY_LOCK"
-DEFAULT_LOCK = "/run/lock/orchestrator-nightly.lock"
 LOG_NAME = "nightly.log"
 GOOD_OUTCOMES = {"ok", "skipped"}
 COMPARE_TIMEOUT_S = 900.0
@@ -49,10 +52,6 @@ MEANING = {
     ExitCode.REGRESSION: "regression", ExitCode.LOCKED: "lock held",
     ExitCode.INTERRUPTED: "interrupted",
 }
-
-
-def nightly_lock_path() -> Path:
-    return Path(os.environ.get(LOCK_ENV, DEFAULT_LOCK))
 
 
 def add_parser(sub: Any) -> None:
@@ -124,13 +123,14 @@ def run_child(argv: Sequence[str], log: NightlyLog, prefix: str, *, deadline: fl
     """Run argv in its own process group, output into the log; stop it at the deadline.
 
     `deadline` is a time.monotonic() value. At the deadline (or if we are told to stop) the
-    group gets SIGTERM, and SIGKILL if it has not exited after `grace_s`.
+    group gets SIGTERM, and SIGKILL if it has not exited after `grace_s`. If this process dies,
+    the child gets SIGTERM from the kernel (its death signal).
     """
     _become_subreaper()
-    child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, errors="replace",
-        env={**os.environ, **CHILD_ENV}, start_new_session=True)
+    child: subprocess.Popen[str] = proc.spawn(
+        list(argv), death_signal=signal.SIGTERM, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        env={**os.environ, **CHILD_ENV})
     assert child.stdout is not None  # noqa: S101 - PIPE was asked for
     reader = threading.Thread(target=log.copy, args=(child.stdout, prefix), daemon=True)
     reader.start()
@@ -322,7 +322,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return code
 
 
+def _recover(cfg: Settings, log: NightlyLog) -> None:
+    """Runs that died (killed, or their host lost power) are put right and marked crashed."""
+    recovery.recover_unless_locked([cfg.root], by=f"orchestrate nightly (pid {os.getpid()})",
+                                   say=lambda line: log.say(line, err=True))
+
+
 def _nightly(cfg: Settings, log: NightlyLog, started: float) -> ExitCode:
+    _recover(cfg, log)
     prev = previous_good(cfg.root, cfg.suite_name)
     before = {r["path"].name for r in suite_runs(cfg.root, cfg.suite_name)}
     log.say(f"suite {cfg.suite_name}; baseline: {prev.name if prev else 'none yet'}")
@@ -339,6 +346,8 @@ def _nightly(cfg: Settings, log: NightlyLog, started: float) -> ExitCode:
                 err=True)
     elif ran.returncode == ExitCode.LOCKED:
         log.say("another run holds the host's run lock: nothing was measured tonight", err=True)
+    if ran.killed or ran.returncode < 0:
+        _recover(cfg, log)  # what the killed run could not undo itself
     compare_rc = _compare(cfg, log, prev, new, ran)
     code = final_code(ran.returncode, ran.deadline_hit, compare_rc)
     if cfg.keep is not None:

@@ -5,6 +5,10 @@ KVM has no per-VM switch: the mode is a read-only module parameter, settable onl
 time, and the module unloads only while no process holds /dev/kvm. So a switch refuses while
 other VMs run (listing them; `force` overrides, loudly), and a failed reload is followed by a
 reload with the original parameters, so a lab host is never left without KVM or in shadow mode.
+
+Each switch is written in the run's ledger before the first modprobe (module, parameters
+before and after) and marked undone once the original parameters are back: if the run is
+killed in between, recovery (recovery.py) reloads the module with `restore_params`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from orchestrator import proc
+from orchestrator import ledger, proc
 from orchestrator.accel import VENDOR_MODULES, AccelReport, detect
 from orchestrator.errors import HarnessError, Unavailable
 
@@ -53,6 +57,13 @@ def load_module(vendor: str, tdp: bool, tdp_mmu: bool, runner: Runner) -> None:
     runner(["modprobe", vendor, f"{param}={_bool(tdp)}"], timeout=120)
 
 
+def mode_of(tdp: bool, tdp_mmu: bool) -> str:
+    """The mode these parameters give (the TDP MMU does not matter to the shadow MMU)."""
+    if not tdp:
+        return "shadow"
+    return "tdp" if tdp_mmu else "tdp-legacy"
+
+
 def _current(report: AccelReport) -> tuple[bool, bool]:
     vendor = report.kvm_module or ""
     tdp = report.params.get(VENDOR_MODULES.get(vendor, ""), "N").upper() in ("Y", "1")
@@ -84,8 +95,12 @@ def paging_mode(mode: str, *, root: Path = Path("/"), runner: Runner = proc.run,
                            hint="stop those VMs, or pass --force-mode-switch (it kills them)")
     if holders:
         log.warning("FORCED reload of %s while %s hold /dev/kvm", vendor, ", ".join(holders))
+    wanted = MODE_PARAMS[mode]
+    entry = ledger.record("kvm", vendor=vendor, root=str(root.resolve()),
+                          before=_params(original, report.paging_mode),
+                          after=_params(wanted, mode))
     try:
-        switched = _switch(vendor, MODE_PARAMS[mode], root, runner)
+        switched = _switch(vendor, wanted, root, runner)
         if switched.paging_mode != mode:
             raise HarnessError(f"{vendor} reloaded but sysfs says {switched.paging_mode}, "
                                f"not {mode}", hint="check `dmesg` for why KVM refused")
@@ -93,6 +108,31 @@ def paging_mode(mode: str, *, root: Path = Path("/"), runner: Runner = proc.run,
         yield switched
     finally:
         _restore(vendor, original, report.paging_mode, root, runner)
+        ledger.undone(entry)  # only once restored: a failed restore stays for recovery
+
+
+def _params(params: tuple[bool, bool], mode: str) -> dict[str, object]:
+    return {"tdp": params[0], "tdp_mmu": params[1], "mode": mode}
+
+
+def restore_params(vendor: str, tdp: bool, tdp_mmu: bool, *, root: Path = Path("/"),
+                   runner: Runner = proc.run) -> str:
+    """Put KVM back to parameters a dead run recorded; what was done, in words. Idempotent:
+    nothing is reloaded when sysfs already shows them. Refuses (HarnessError) while anyone
+    holds /dev/kvm: the dead run's own VMs are gone by then, so a holder is someone else's."""
+    param = VENDOR_MODULES[vendor]
+    settings = f"{vendor} {param}={_bool(tdp)} (kvm tdp_mmu={_bool(tdp_mmu)})"
+    mode = mode_of(tdp, tdp_mmu)
+    report = detect(root)
+    if report.kvm_module == vendor and report.paging_mode == mode:
+        return f"{settings} already loaded (paging mode {mode})"
+    holders = kvm_holders(root)
+    if holders:
+        raise HarnessError(f"cannot reload {vendor} to {mode}: /dev/kvm is held by "
+                           f"{', '.join(holders)}",
+                           hint="stop those VMs; the next `orchestrate gc` tries again")
+    _restore(vendor, (tdp, tdp_mmu), mode, root, runner)
+    return f"reloaded {settings}: paging mode {mode}, verified from sysfs"
 
 
 def _restore(vendor: str, original: tuple[bool, bool], mode: str, root: Path,

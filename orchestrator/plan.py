@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -94,20 +95,32 @@ def cells_of(point: Point) -> Iterator[Cell]:
 
 
 def make_plan(suite: Suite) -> Plan:
-    groups: list[GuestGroup] = []
-    for mode in suite.paging:
-        guests = [NATIVE_GUEST] if mode is RequestedMode.NATIVE else list(suite.guests)
-        for guest in guests:
-            points = tuple(p for w in suite.workloads for p in _points(mode, guest, w))
-            groups.append(GuestGroup(mode, guest, points))
+    groups = [GuestGroup(mode, guest, tuple(p for w in suite.workloads
+                                            for p in _points(mode, guest, w)))
+              for mode, guest in targets(suite)]
     return Plan(tuple(groups))
 
 
-def _points(mode: RequestedMode, guest: str, workload: WorkloadBase) -> Iterator[Point]:
+def targets(suite: Suite) -> list[tuple[RequestedMode, str]]:
+    """(mode, guest) in plan order: natively the host, in every other mode every guest."""
+    return [(mode, guest) for mode in suite.paging
+            for guest in ([NATIVE_GUEST] if mode is RequestedMode.NATIVE else suite.guests)]
+
+
+def points_per_target(workload: WorkloadBase) -> int:
+    """The points one target runs of a workload, counted without expanding the sweeps."""
+    return math.prod(len(sweep) for sweep in _sweeps(workload)[1])
+
+
+def _sweeps(workload: WorkloadBase) -> tuple[list[str], list[tuple[Any, ...]]]:
     params_model = getattr(workload, "params")  # noqa: B009 - every kind has params
-    kind: str = getattr(workload, "kind")  # noqa: B009
     names = list(type(params_model).model_fields)
-    sweeps = [getattr(params_model, n) for n in names]
+    return names, [getattr(params_model, n) for n in names]
+
+
+def _points(mode: RequestedMode, guest: str, workload: WorkloadBase) -> Iterator[Point]:
+    kind: str = getattr(workload, "kind")  # noqa: B009
+    names, sweeps = _sweeps(workload)
     for combo in itertools.product(*sweeps):
         params = tuple((n, _scalar(v)) for n, v in zip(names, combo, strict=True))
         yield Point(mode, guest, workload.name, kind, params, workload.trials, workload.warmup,

@@ -3,11 +3,21 @@
 This module imports nothing of the package but `errors`, so every layer can use it.
 The SSH session (ssh.py) honours the same contract: `CommandError` with argv, exit code and
 the tails of stdout/stderr.
+
+Every child is started by `spawn`: in a session of its own (so a timeout can kill its whole
+group) and with PR_SET_PDEATHSIG, so it dies with us even when we are SIGKILLed and no
+`finally` runs (a native workload used to keep running under PID 1 while the next run
+measured). The kernel sends that signal when the *thread* that forked the child exits, so
+children are spawned from the thread that waits for them (the orchestrator spawns from its
+main thread only). A running run also records each child in its ledger (see ledger.py, which
+installs a `ChildWatcher` here): a child that escaped its death signal is killed later by
+recovery, after a check of its PID and start time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shlex
@@ -17,14 +27,91 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from orchestrator.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
 TAIL_CHARS = 2000
+PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: children go without a death signal
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+# looked up once here: the forked child, before exec, should do as little as possible
+_PRCTL = _load_prctl()
+
+
+def _die_with(parent: int, sig: int) -> None:
+    """preexec_fn: get `sig` when our parent thread dies; if it died before this ran (the
+    child was orphaned at birth), die at once instead of running without a parent."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ChildWatcher(Protocol):
+    """Told of every child spawned and reaped (a run's ledger records them)."""
+
+    def started(self, pid: int, argv: Sequence[str]) -> object: ...
+
+    def ended(self, token: object) -> None: ...
+
+
+_watcher: ChildWatcher | None = None
+_tokens: dict[int, object] = {}
+
+
+@contextmanager
+def watching(watcher: ChildWatcher) -> Iterator[None]:
+    """Tell `watcher` of every child spawned and reaped within the with-block."""
+    global _watcher
+    previous, _watcher = _watcher, watcher
+    try:
+        yield
+    finally:
+        _watcher = previous
+
+
+def spawn(argv: Sequence[str], *, death_signal: int = signal.SIGKILL,
+          **popen: Any) -> subprocess.Popen[Any]:
+    """subprocess.Popen in a new session, with `death_signal` when this thread dies, told to
+    the watcher. Call `reaped(child)` once it has been waited for."""
+    argv = [str(a) for a in argv]
+    child: subprocess.Popen[Any] = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+        argv, start_new_session=True, preexec_fn=partial(_die_with, os.getpid(), death_signal),
+        **popen)
+    watcher = _watcher
+    if watcher is not None:
+        try:
+            _tokens[child.pid] = watcher.started(child.pid, argv)
+        except Exception as exc:  # noqa: BLE001 - a record lost must not lose the command
+            log.warning("could not record child %d in the run's ledger: %s", child.pid, exc)
+    return child
+
+
+def reaped(child: subprocess.Popen[Any]) -> None:
+    """The child was waited for: nothing is left to kill after a crash."""
+    token = _tokens.pop(child.pid, None)
+    watcher = _watcher
+    if token is not None and watcher is not None:
+        try:
+            watcher.ended(token)
+        except Exception as exc:  # noqa: BLE001 - as in spawn
+            log.warning("could not record the end of child %d: %s", child.pid, exc)
 
 
 def tail(text: str, limit: int = TAIL_CHARS) -> str:
@@ -80,7 +167,7 @@ def run(
     log.debug("+ %s", shlex.join(argv))
     full_env = {**os.environ, **env} if env is not None else None
     try:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+        proc = spawn(
             argv,
             stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -88,7 +175,6 @@ def run(
             text=True,
             env=full_env,
             cwd=cwd,
-            start_new_session=True,  # so a timeout can kill the children too
         )
     except OSError as exc:
         raise CommandError(argv, None, reason=f"could not start ({exc.strerror})",
@@ -98,11 +184,14 @@ def run(
     except subprocess.TimeoutExpired:
         kill_group(proc)
         out, err = proc.communicate()
+        reaped(proc)
         raise CommandError(argv, None, out, err, reason=f"timed out after {timeout:g}s") from None
     except BaseException:
         kill_group(proc)  # Ctrl-C or SIGTERM: never leave the child behind
         proc.wait()
+        reaped(proc)
         raise
+    reaped(proc)
     done = Completed(tuple(argv), proc.returncode, out, err)
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, out, err)
@@ -130,9 +219,8 @@ def background(argv: Sequence[str], *, settle_s: float = 0.2,
             sink: int | IO[str] = subprocess.PIPE
             if output is not None:
                 sink = files.enter_context(output.open("a"))
-            child = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-                argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
-                text=True, start_new_session=True)
+            child: subprocess.Popen[str] = spawn(
+                argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, text=True)
     except OSError as exc:
         raise CommandError(argv, None, reason=f"could not start ({exc.strerror})") from exc
     time.sleep(settle_s)  # let it attach before the measured work starts
@@ -142,6 +230,7 @@ def background(argv: Sequence[str], *, settle_s: float = 0.2,
         if child.poll() is None:
             kill_group(child)
         child.wait()
+        reaped(child)
 
 
 def stop_background(child: subprocess.Popen[str], sig: int, *, timeout: float) -> str:

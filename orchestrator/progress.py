@@ -14,7 +14,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichBar
 
-from orchestrator.execute import Progress
+from orchestrator.execute import Progress, point_label
 from orchestrator.results import TrialRecord
 
 
@@ -37,9 +37,8 @@ class TerminalProgress(Progress):
         if record.outcome.value != "ok":
             self._problems += 1
             self._console.print(
-                f"[yellow]{record.paging_mode}/{record.guest} {record.workload} "
-                f"trial {record.trial}: {record.outcome.value}[/] {record.reason}",
-                markup=True, highlight=False)
+                f"[yellow]{point_label(record)} trial {record.trial}: "
+                f"{record.outcome.value}[/] {record.reason}", markup=True, highlight=False)
         label = f"{record.paging_mode}/{record.guest} {record.workload}"
         self._bar.update(self._task, advance=1, description=label)
 

@@ -5,7 +5,8 @@ the same kernel and initramfs booted at once from a plain QEMU command line, so 
 suites with this launcher (`ORCH_GUEST_LAUNCHER=qemu`). It mirrors libvirt_domain: the command
 line is a pure function of the DomainSpec, and the process lives exactly as long as the
 with-block. Like the libvirt domains, guests never restart (-no-reboot, panic=-1) and the
-watchdog powers them off.
+watchdog powers them off. Each QEMU is a child started by proc.spawn: it dies with us (its
+death signal) and is in the run's ledger, so recovery kills one that outlived a killed run.
 """
 
 from __future__ import annotations
@@ -164,9 +165,9 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, Any]) -> A
 def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as out:
         try:
-            return subprocess.Popen(  # noqa: S603 - argv list, never a shell
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True)
+            child: subprocess.Popen[bytes] = proc.spawn(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            return child
         except OSError as exc:
             raise HarnessError(f"could not start QEMU: {exc.strerror}",
                                hint="is qemu-system-x86 installed?") from None
@@ -311,3 +312,4 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
     if child.poll() is None:
         proc.kill_group(child)  # SIGKILL, like virDomainDestroy: no guest shutdown
     child.wait()
+    proc.reaped(child)

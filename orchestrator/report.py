@@ -22,6 +22,7 @@ from orchestrator.errors import ExitCode
 PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_at"]
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
 TABLE_COLUMNS = ["n", "median", "q1", "q3", "ci_low", "ci_high"]
+JOURNAL_NOTE = "_journal_note"  # set on the report's copy of a manifest, never on disk
 
 
 def write_report(runs: list[str | Path], out_dir: Path,
@@ -40,7 +41,8 @@ def write_report(runs: list[str | Path], out_dir: Path,
     figures = metric_plots(table, params, out_dir)
     figures += [p for p in (ratio_plot(ratios, out_dir), events_plot(events, out_dir)) if p]
     table.to_csv(out_dir / "summary.csv", index=False)
-    manifests = [t.manifest for t in tables]
+    # unreadable journal lines (also warned on stderr by load) go on record in the report
+    manifests = [{**t.manifest, JOURNAL_NOTE: t.unreadable_note()} for t in tables]
     (out_dir / "report.md").write_text(_markdown(manifests, table, ratios, figures))
     page = out_dir / "report.html"
     page.write_text(_html(manifests, table, ratios, figures))
@@ -52,6 +54,8 @@ def _provenance_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(k, str(manifest.get(k, ""))) for k in PROVENANCE]
     rows += [(f"host.{k}", str(host.get(k, ""))) for k in HOST]
     rows += [(f"tools.{k}", str(v)) for k, v in manifest.get("tools", {}).items()]
+    if manifest.get(JOURNAL_NOTE):
+        rows.append(("journal", str(manifest[JOURNAL_NOTE])))
     return rows
 
 

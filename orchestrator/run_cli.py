@@ -25,7 +25,9 @@ def add_parser(sub: Any) -> None:
     run.add_argument("suite", type=Path, nargs="?",
                      help="the suite file (default: the embedded default suite)")
     run.add_argument("--results-dir", type=Path, default=None,
-                     help="where run directories go (default: ./results or $ORCH_RESULTS)")
+                     help="where run directories go, and where --resume/--rerun-failed/"
+                          "--replay look a run up by name (default: ./results or "
+                          "$ORCH_RESULTS)")
     again = run.add_mutually_exclusive_group()
     again.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue a run, skipping trials already recorded")
@@ -42,7 +44,7 @@ def add_parser(sub: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     existing: Path | None = args.resume or args.rerun_failed
     if existing is not None:
-        run_dir = resolve_run(existing)
+        run_dir = existing_run(existing, args.results_dir)
         loaded = _suite_for_existing(args.suite, run_dir)
         req = _request(loaded, run_dir.parent, args.force_mode_switch)
         with run_lock(what=f"resume {run_dir.name}"):
@@ -58,12 +60,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def existing_run(run: Path, results_dir: Path | None) -> Path:
+    """The run that --resume/--rerun-failed continue: a path, or a name (`latest` too) under
+    --results-dir (default ./results or $ORCH_RESULTS). A run outside an explicitly given
+    --results-dir is refused: it would silently write somewhere else than asked."""
+    root = (results_dir or results.default_root()).resolve()
+    run_dir = resolve_run(run, root)
+    if results_dir is not None and run_dir.parent != root:
+        raise BadInput(f"{run} is not a run under --results-dir {results_dir} "
+                       f"(it is in {run_dir.parent})",
+                       hint="name the run as it is under --results-dir, or leave --results-dir "
+                            "out: a resumed run stays in its own directory")
+    return run_dir
+
+
 def _suite_for_new(args: argparse.Namespace) -> LoadedSuite:
     if args.replay is not None:
         if args.suite is not None:
             raise BadInput("give either a suite or --replay RUN_DIR, not both",
                            hint="--replay takes the suite stored in the run's manifest")
-        return runner.suite_of_run(resolve_run(args.replay))
+        root = (args.results_dir or results.default_root()).resolve()
+        return runner.suite_of_run(resolve_run(args.replay, root))
     if args.suite is None:
         print(f"no suite given: running the embedded default suite ({DEFAULT_SUITE})")
         return load_suite(DEFAULT_SUITE)

@@ -2,10 +2,16 @@
 
 Fresh runs, `--resume`, `--rerun-failed` and `--replay` all come through here; they differ
 only in which directory they write to and which trials they select.
+
+Before it starts (holding the run lock, taken by the caller), a run recovers the runs that died
+before it (recovery.py: the host's index, and this results root), then records everything it
+changes and starts in its own ledger (ledger.py), from before its manifest says `running`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -15,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator import provenance, results
+from orchestrator import ledger, provenance, recovery, results
 from orchestrator.errors import BadInput, ExitCode, HarnessError, OrchestratorError
 from orchestrator.execute import Executor, Progress, Selection, Tracer, no_tracing
 from orchestrator.host_prep import prepared_host
@@ -23,6 +29,10 @@ from orchestrator.plan import Plan, make_plan
 from orchestrator.results import Journal, Outcome
 from orchestrator.suite_file import LoadedSuite, parse_suite
 from orchestrator.targets import Backend
+
+log = logging.getLogger(__name__)
+
+DONE_WITH_ERRORS = "done-with-errors"
 
 BackendFactory = Callable[[LoadedSuite, Path], Backend]
 FactsProvider = Callable[[], dict[str, Any]]
@@ -55,16 +65,23 @@ class RunRequest:
 
 
 def start_run(req: RunRequest) -> RunOutcome:
-    req.results_root.mkdir(parents=True, exist_ok=True)
-    run_dir = results.new_run_dir(req.results_root, req.loaded.suite.name)
+    # Resolved once, here: libvirtd, QEMU, perf and trace-cmd open paths from their own working
+    # directories, so every path derived from the run directory must be absolute.
+    root = req.results_root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    recover_dead_runs(root)
+    run_dir = results.new_run_dir(root, req.loaded.suite.name)
     plan = make_plan(req.loaded.suite)
-    results.write_json_atomic(run_dir / results.MANIFEST, _manifest(req, run_dir, plan))
-    results.update_latest(req.results_root, run_dir)
-    return _execute(req, run_dir, plan, Selection())
+    with ledger.recording(run_dir):
+        results.write_json_atomic(run_dir / results.MANIFEST, _manifest(req, run_dir, plan))
+        results.update_latest(root, run_dir)
+        return _execute(req, run_dir, plan, Selection())
 
 
 def resume_run(req: RunRequest, run_dir: Path, *, only_failed: bool) -> RunOutcome:
     """Continue a run: skip what is recorded, or (only_failed) re-run what failed or errored."""
+    run_dir = run_dir.resolve()
+    recover_dead_runs(run_dir.parent)  # this very run, too, if it was killed
     plan = make_plan(req.loaded.suite)
     last = results.latest_attempts(run_dir)
     attempts = {key: rec["attempt"] for key, rec in last.items()}
@@ -77,8 +94,15 @@ def resume_run(req: RunRequest, run_dir: Path, *, only_failed: bool) -> RunOutco
     manifest.setdefault("resumed", []).append(
         {"at": _now(), "argv": list(req.argv), "only_failed": only_failed})
     manifest["status"] = "running"
-    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
-    return _execute(req, run_dir, plan, selection)
+    with ledger.recording(run_dir):
+        results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+        return _execute(req, run_dir, plan, selection)
+
+
+def recover_dead_runs(root: Path) -> recovery.Survey:
+    """Put right what runs killed before this one left (the caller holds the run lock)."""
+    return recovery.recover([root], by=f"orchestrate run (pid {os.getpid()})",
+                            say=lambda line: log.warning("%s", line))
 
 
 def suite_of_run(run_dir: Path) -> LoadedSuite:
@@ -103,7 +127,7 @@ def _execute(req: RunRequest, run_dir: Path, plan: Plan, selection: Selection) -
             backend = req.backend_factory(req.loaded, run_dir)
             Executor(req.loaded.suite, plan, backend, journal, req.progress, selection,
                      req.tracer).run()
-        status = "done"
+        status = finished_status(outcome_counts(run_dir))
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -139,6 +163,14 @@ def _record_conditions(run_dir: Path, conditions: dict[str, Any]) -> None:
     manifest = results.read_manifest(run_dir)
     manifest["host_conditions"] = conditions
     results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+
+
+def finished_status(counts: dict[str, int]) -> str:
+    """`done` only when no trial failed or errored: a run is never called done when the
+    harness could not measure some of it (the counts say how many)."""
+    if counts.get(Outcome.ERROR.value) or counts.get(Outcome.FAILED.value):
+        return DONE_WITH_ERRORS
+    return "done"
 
 
 def outcome_counts(run_dir: Path) -> dict[str, int]:

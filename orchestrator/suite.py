@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -24,7 +24,10 @@ from orchestrator.units import parse_duration, parse_size
 
 T = TypeVar("T")
 
-NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# Compiled by pydantic's Rust regex engine, which knows \z (end of text) but not Python's \Z;
+# `$` would also end the match before a trailing newline in Python's engine.
+NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}\z"
+PAGE = 4096  # bytes per page: the workloads' `pages` are base pages
 
 
 class RequestedMode(StrEnum):
@@ -53,8 +56,11 @@ def _as_list(value: Any) -> Any:
 def _nonempty_distinct(values: tuple[T, ...]) -> tuple[T, ...]:
     if not values:
         raise ValueError("an empty sweep runs nothing: give at least one value")
-    if len(set(values)) != len(values):
-        raise ValueError(f"the sweep repeats a value: {list(values)}")
+    seen: set[T] = set()
+    for value in values:
+        if value in seen:  # named alone, not with the list: a sweep may hold thousands
+            raise ValueError(f"the sweep repeats a value: {value!r}")
+        seen.add(value)
     return values
 
 
@@ -69,13 +75,30 @@ NonNegInt = Annotated[int, Field(ge=0)]
 # ---- workload parameters, one model per guest-workload binary -------------------------------
 
 
-class ForkDirtyParams(Frozen):
+class Params(Frozen):
+    """What every kind's parameters tell the suite checks: the memory its largest point needs."""
+
+    sized_by: ClassVar[str | None] = "pages"  # the parameter that sets the memory, if any
+
+    def peak_bytes(self) -> int:
+        """Bytes the largest point of the sweep touches (what must fit in the guest or host)."""
+        pages: tuple[int, ...] = getattr(self, "pages", (0,))
+        return max(pages) * PAGE
+
+
+class ForkDirtyParams(Params):
     pages: Sweep[PosInt]
     ptes_per_table: Sweep[Annotated[int, Field(ge=1, le=512)]] = (512,)
     cow: Sweep[bool] = (False,)
 
+    def peak_bytes(self) -> int:
+        pages = max(self.pages)
+        copies = 2 if True in self.cow else 1  # with cow the child writes a copy of each page
+        tables = 2 * -(-pages // min(self.ptes_per_table))  # parent's and child's PTE pages
+        return (pages * copies + tables) * PAGE
 
-class MprotectParams(Frozen):
+
+class MprotectParams(Params):
     pages: Sweep[PosInt]
     range_pages: Sweep[NonNegInt] = (0,)  # 0 = the whole region
     iterations: Sweep[PosInt] = (100,)
@@ -88,12 +111,17 @@ class HugepageBacking(StrEnum):
     SMALL = "small"
 
 
-class HugepageParams(Frozen):
+class HugepageParams(Params):
     size: Sweep[Size]
     backing: Sweep[HugepageBacking] = (HugepageBacking.HUGETLB_2M,)
 
+    sized_by = "size"
 
-class FaultParams(Frozen):
+    def peak_bytes(self) -> int:
+        return max(self.size)
+
+
+class FaultParams(Params):
     pages: Sweep[PosInt]
     backing: Sweep[Literal["anon", "file"]] = ("anon",)
     cache: Sweep[Literal["warm", "cold"]] = ("warm",)
@@ -104,18 +132,18 @@ class FaultParams(Frozen):
     seed: Sweep[NonNegInt] = (1,)
 
 
-class DirtierParams(Frozen):
+class DirtierParams(Params):
     pages: Sweep[PosInt]
     rate: Sweep[NonNegInt] = (0,)  # pages per second; 0 = flat out
     duration: Sweep[Seconds] = (5.0,)
     interval: Sweep[Seconds] = (1.0,)
 
 
-class NoopParams(Frozen):
-    pass
+class NoopParams(Params):
+    sized_by = None
 
 
-class DirtyLogParams(Frozen):
+class DirtyLogParams(Params):
     """The dirtier in the guest; the host turns dirty logging on for the middle `phase`."""
 
     pages: Sweep[PosInt]
@@ -123,7 +151,7 @@ class DirtyLogParams(Frozen):
     phase: Sweep[Seconds] = (3.0,)  # seconds of logging off, on, off again
 
 
-class MigrateParams(Frozen):
+class MigrateParams(Params):
     """The dirtier in the guest while the host live-migrates it to a second QEMU (loopback)."""
 
     pages: Sweep[PosInt]
@@ -133,7 +161,8 @@ class MigrateParams(Frozen):
     bandwidth_mib_s: Sweep[PosInt] = (1024,)  # QEMU's max-bandwidth
 
 
-class StressNgParams(Frozen):
+class StressNgParams(Params):
+    sized_by = None  # stress-ng sizes its own stressors
     stressor: Sweep[Literal["fork", "forkheavy", "fault", "mprotect", "mmaphuge", "vm", "mmap"]]
     workers: Sweep[PosInt] = (1,)
     ops: Sweep[PosInt] = (1000,)  # bogo operations per worker: fixed work, not fixed time
@@ -203,6 +232,30 @@ WORKLOAD_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noo
 # ---- guests, tracing, timeouts, host preparation ---------------------------------------------
 
 
+# x86's COMMAND_LINE_SIZE is 2048 bytes with the terminating NUL. guest.py appends its own
+# arguments after the suite's: console/panic/quiet, the image's boot_args and the run's SSH key
+# in base64 (about 210 bytes together today); the reserve leaves room for them to grow.
+KERNEL_CMDLINE_MAX = 2047
+CMDLINE_RESERVE = 512
+CMDLINE_MAX = KERNEL_CMDLINE_MAX - CMDLINE_RESERVE
+
+
+def _kernel_cmdline(value: str) -> str:
+    control = next((c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0), None)
+    if control is not None:
+        raise ValueError(f"cmdline contains the control character {control!r}: the kernel "
+                         "takes one line of printable words")
+    if value.count('"') % 2:
+        # the kernel would read everything after it, the orchestrator's own arguments too,
+        # as one quoted value: the guest would never get its SSH key
+        raise ValueError("cmdline has an unmatched double quote")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > CMDLINE_MAX:
+        raise ValueError(f"cmdline is {size} bytes, over the {CMDLINE_MAX} left for it (the "
+                         f"kernel takes {KERNEL_CMDLINE_MAX}, the orchestrator appends its own)")
+    return value
+
+
 class GuestHugepages(StrEnum):
     NONE = "none"
     H2M = "2M"
@@ -214,7 +267,7 @@ class Guest(Frozen):
     vcpus: Annotated[int, Field(ge=1, le=256)] = 1
     memory: Size = 1 << 30
     hugepages: GuestHugepages = GuestHugepages.NONE
-    cmdline: str = ""
+    cmdline: Annotated[str, AfterValidator(_kernel_cmdline)] = ""
     cpu_pins: tuple[NonNegInt, ...] | None = None  # host CPUs for vCPU i = cpu_pins[i]
     # who starts the guest: libvirt, or QEMU directly (needed by `migrate`: libvirt refuses a
     # same-host migration); auto = $ORCH_GUEST_LAUNCHER, else libvirt
@@ -244,19 +297,28 @@ class Guest(Frozen):
         return self
 
 
-EVENT_RE = re.compile(r"^[A-Za-z0-9_*?-]+(:[A-Za-z0-9_*?-]+)?$")
+# A part may not start with `-`: perf would read the name as an option. \Z, not `$`, which also
+# matches before a trailing newline.
+_EVENT_PART = r"[A-Za-z0-9_*?][A-Za-z0-9_*?-]*"
+EVENT_RE = re.compile(rf"{_EVENT_PART}(:{_EVENT_PART})?\Z")
 
 
-def _event_names(values: tuple[str, ...]) -> tuple[str, ...]:
-    for name in values:
-        if not EVENT_RE.match(name):
-            raise ValueError(f"{name!r} is not an event name like 'kvm:kvm_exit' or 'kvmmmu:*'")
+def _event_name(name: str) -> str:
+    if not EVENT_RE.match(name):
+        shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
+        raise ValueError(f"{shown} is not an event name like 'kvm:kvm_exit' or 'kvmmmu:*'")
+    return name
+
+
+def _listed_once(values: tuple[str, ...]) -> tuple[str, ...]:
     if len(set(values)) != len(values):
         raise ValueError("an event is listed twice")
     return values
 
 
-EventList = Annotated[tuple[str, ...], AfterValidator(_event_names)]
+# checked one by one, so each bad name is reported at its own position
+EventList = Annotated[tuple[Annotated[str, AfterValidator(_event_name)], ...],
+                      AfterValidator(_listed_once)]
 
 
 class TraceSpec(Frozen):
@@ -287,7 +349,8 @@ class HostPrep(Frozen):
     apply: bool = False
     thp: ThpMode | None = None
     hugepages_2m: NonNegInt | None = None
-    governor: str | None = None
+    # written into cpufreq's sysfs files as root: a governor's name, nothing else
+    governor: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}\z")] | None = None
 
 
 class Suite(Frozen):

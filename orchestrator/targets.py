@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def workloads_bin_dir() -> Path:
     """The built guest-workloads binaries on this machine (ORCH_WORKLOADS_BIN overrides)."""
     override = os.environ.get("ORCH_WORKLOADS_BIN")
-    return Path(override) if override else PROJECT_ROOT / "guest-workloads" / "bin"
+    return Path(override).resolve() if override else PROJECT_ROOT / "guest-workloads" / "bin"
 
 
 class Target(Protocol):

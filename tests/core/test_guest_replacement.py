@@ -74,6 +74,7 @@ class StallingBackend:
 
 class Notes(Progress):
     def __init__(self) -> None:
+        super().__init__()
         self.notes: list[str] = []
 
     def note(self, text: str) -> None:

@@ -30,16 +30,19 @@ def make_run(tmp_path: Path) -> Path:
     return run_dir
 
 
-def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
+def test_torn_last_line_is_skipped_and_counted_by_readers(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
     with results.Journal(run_dir) as journal:
         journal.append(record(0))
         journal.append(record(1))
     with (run_dir / results.JOURNAL).open("a") as fh:
         fh.write('{"cell_id": "c1", "tri')  # a crash in the middle of a write
+    journal_bytes = (run_dir / results.JOURNAL).read_bytes()
     assert [r["trial"] for r in results.read_journal(run_dir)] == [0, 1]
     tables = results.load(run_dir)
     assert list(tables.trials["trial"]) == [0, 1]
+    assert tables.unreadable == 1 and tables.problems[0].line == 3
+    assert (run_dir / results.JOURNAL).read_bytes() == journal_bytes  # readers never repair
 
 
 def test_latest_attempt_wins_and_rows_carry_provenance(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ import pytest
 from orchestrator import results
 from tests.core.conftest import cli_env, write_suite
 
+pytestmark = pytest.mark.slow  # real `orchestrate run` processes, seconds each
+
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 
 

@@ -125,3 +125,44 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"orchestrate: error: {bad}:5:42: guests.small.memory: ambiguous")
     assert "Traceback" not in done.stderr
+
+
+def test_every_error_is_listed_in_file_order_with_one_hint() -> None:
+    text = (GOOD.replace("memory: 2GiB", "memory: 2GB")
+            .replace("shadow]", "shadowy]")
+            .replace("trials: 10", "trials: ten")
+            .replace("    warmup: 2\n", "    warmup: 2\n    colour: red\n"))
+    with pytest.raises(BadInput) as info:
+        parse_suite(text, Path("suite.yaml"))
+    assert info.value.message.splitlines() == [
+        "suite.yaml:3:23: paging[2]: Input should be 'native', 'tdp', 'shadow' or 'tdp-legacy'",
+        "suite.yaml:5:42: guests.small.memory: ambiguous size '2GB': use binary units, e.g. 2GiB",
+        "suite.yaml:10:13: workloads[0].trials: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        "suite.yaml:12:5: workloads[0].colour: unknown key 'colour'",
+    ]
+    # the first error's hint, once, after the last line
+    assert info.value.one_line().endswith(
+        "unknown key 'colour' (hint: paging modes are: native, tdp, shadow, tdp-legacy)")
+
+
+def test_cli_prints_every_error_and_the_hint_once(tmp_path: Path) -> None:
+    bad = tmp_path / "suite.yaml"
+    bad.write_text(GOOD.replace("memory: 2GiB", "memory: 2GB").replace("trials: 10", "trials: 0"))
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith(f"orchestrate: error: {bad}:5:42: guests.small.memory: ambiguous")
+    assert lines[1].startswith(f"{bad}:10:13: workloads[0].trials: Input should be greater than")
+    assert len(lines) == 2 and done.stderr.count("(hint: ") == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_errors_at_the_same_place_are_all_listed() -> None:
+    with pytest.raises(BadInput) as info:
+        parse_suite("name: x\n", Path("suite.yaml"))
+    assert info.value.message.splitlines() == [
+        "suite.yaml:1:1: (top level): missing required key 'paging'",
+        "suite.yaml:1:1: (top level): missing required key 'workloads'",
+    ]

@@ -28,7 +28,7 @@ import pytest
 from orchestrator import results
 from tests.fleet.conftest import QUICK_SUITE, ROOT, write_suite
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.needs_root]
 
 ANSIBLE = ROOT / "ansible"
 PORT = 2222

@@ -1,5 +1,6 @@
 """Paging-mode switching on recorded sysfs shapes, with modprobe faked at the proc boundary
-(these machines have no VMX/SVM: the Intel ept= path can only be exercised like this)."""
+(these machines have no VMX/SVM: the Intel ept= path can only be exercised like this), and
+what a switch writes in the run's ledger for recovery."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import proc
+from orchestrator import ledger, proc
 from orchestrator.errors import HarnessError, LockHeld
 from orchestrator.lock import run_lock
-from orchestrator.paging import kvm_holders, mode_switch_commands, paging_mode
+from orchestrator.paging import kvm_holders, mode_switch_commands, paging_mode, restore_params
 
 
 class FakeModprobe:
@@ -154,3 +155,70 @@ def test_a_second_run_exits_5_while_the_lock_is_held(tmp_path: Path,
     assert done.returncode == 5
     assert "another run holds the lock" in done.stderr and "nightly" in done.stderr
     assert not (tmp_path / "r").exists()  # nothing started, nothing to clean up
+
+
+# ---- the run's ledger: what recovery needs if the run is killed mid-switch ----------------
+
+
+def kvm_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(ledger.STATE_ENV, str(tmp_path / "state"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    return run_dir
+
+
+def test_a_switch_is_in_the_ledger_before_the_reload_and_undone_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = kvm_run(tmp_path, monkeypatch)
+    root = host(tmp_path / "host", "kvm_amd")
+    written_first: list[str] = []
+
+    class Watched(FakeModprobe):
+        def __call__(self, argv: Sequence[str], *, timeout: float,
+                     check: bool = True) -> proc.Completed:
+            if not self.calls:
+                written_first.extend(e["kind"] for e in ledger.read(run_dir))
+            return super().__call__(argv, timeout=timeout, check=check)
+
+    with ledger.recording(run_dir), paging_mode("shadow", root=root,
+                                                runner=Watched(root, "kvm_amd")):
+        kvm = next(e for e in ledger.read(run_dir) if e["kind"] == "kvm")
+    assert "kvm" in written_first  # before the first modprobe
+    assert kvm["vendor"] == "kvm_amd" and kvm["root"] == str(root)
+    assert kvm["before"] == {"tdp": True, "tdp_mmu": True, "mode": "tdp"}
+    assert kvm["after"] == {"tdp": False, "tdp_mmu": True, "mode": "shadow"}
+    entries = ledger.read(run_dir)
+    assert any(e["kind"] == "undone" and e["ref"] == kvm["seq"] for e in entries)
+    assert entries[-1]["kind"] == "end" and entries[-1]["left"] == []
+    assert not (tmp_path / "state" / "run").exists()  # a clean end leaves the index
+
+
+def test_a_restore_that_fails_stays_in_the_ledger_for_recovery(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = kvm_run(tmp_path, monkeypatch)
+    root = host(tmp_path / "host", "kvm_amd")
+    with pytest.raises(HarnessError, match="could not restore"), ledger.recording(run_dir), \
+            paging_mode("shadow", root=root, runner=FakeModprobe(root, "kvm_amd",
+                                                                 fail_on="npt=1")):
+        pass
+    end = ledger.read(run_dir)[-1]
+    assert end["kind"] == "end" and len(end["left"]) == 1
+    assert (tmp_path / "state" / "run").is_symlink()  # the next command tries again
+
+
+def test_restore_params_reloads_only_when_needed_and_never_under_a_vm(tmp_path: Path) -> None:
+    root = host(tmp_path, "kvm_intel", tdp="N")
+    modprobe = FakeModprobe(root, "kvm_intel")
+    fd_dir = root / "proc/77/fd"
+    fd_dir.mkdir(parents=True)
+    (root / "proc/77/comm").write_text("qemu-system-x86\n")
+    os.symlink("/dev/kvm", fd_dir / "9")
+    with pytest.raises(HarnessError, match=r"held by 77 \(qemu-system-x86\)"):
+        restore_params("kvm_intel", True, True, root=root, runner=modprobe)
+    assert modprobe.calls == []
+    (fd_dir / "9").unlink()
+    said = restore_params("kvm_intel", True, True, root=root, runner=modprobe)
+    assert said == "reloaded kvm_intel ept=1 (kvm tdp_mmu=1): paging mode tdp, verified from sysfs"
+    assert param(root, "kvm_intel", "ept") == "Y" and len(modprobe.calls) == 3
+    again = restore_params("kvm_intel", True, True, root=root, runner=modprobe)
+    assert "already loaded" in again and len(modprobe.calls) == 3  # idempotent

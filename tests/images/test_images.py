@@ -1,9 +1,11 @@
-"""Images from Debian packages: contents, pinned host keys, caching by recipe hash."""
+"""Images from Debian packages: contents, pinned host keys, caching by recipe hash. Building one
+takes seconds (mini) to minutes (debian): those tests are slow."""
 
 from __future__ import annotations
 
 import gzip
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +33,7 @@ def cpio_listing(initrd: Path) -> list[str]:
     return done.stdout.decode().split()
 
 
+@pytest.mark.slow
 def test_mini_contents(workloads: Path, tmp_path: Path) -> None:
     image = build_mini(tmp_path, workloads)
     names = set(cpio_listing(image.initrd))
@@ -41,6 +44,7 @@ def test_mini_contents(workloads: Path, tmp_path: Path) -> None:
     assert (image.directory / "host_key.pub").read_text().strip() == image.host_key_pub
 
 
+@pytest.mark.slow
 def test_mini_modules_load_after_their_dependencies(workloads: Path, tmp_path: Path) -> None:
     image = build_mini(tmp_path, workloads)
     order_file = tmp_path / "order"
@@ -56,6 +60,7 @@ def test_mini_modules_load_after_their_dependencies(workloads: Path, tmp_path: P
     assert "virtio_net" in order and "virtio_pci" in order
 
 
+@pytest.mark.slow
 def test_cache_hit_and_miss(workloads: Path, tmp_path: Path) -> None:
     first = build_mini(tmp_path / "cache", workloads)
     stamp = first.initrd.stat().st_mtime_ns
@@ -99,10 +104,13 @@ timeouts: {boot: 600s, trial: 120s}
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.needs_root
 def test_debian_image_builds_and_boots(workloads: Path, tmp_path: Path) -> None:
     image = build_debian(None, workloads)  # the shared cache: built once per machine
     assert image.disk is not None and image.disk.exists()
     assert "openssh-server" in (image.directory / "packages.txt").read_text()
+    for secret in (image.disk, image.initrd, image.directory):  # the disk holds the host key
+        assert stat.S_IMODE(secret.stat().st_mode) & 0o007 == 0, secret
     base_stamp = image.disk.stat().st_mtime_ns
     subprocess.run(["bash", str(ROOT / "scripts/libvirtd-up")], check=True, timeout=120)
     suite = tmp_path / "suite.yaml"

@@ -20,7 +20,7 @@ from orchestrator.lab import NPT, Lab, LabLost, load_kvm, nested_lab
 from orchestrator.lab_run import LabRunOutcome, run_in_lab
 from orchestrator.suite_file import load_suite
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
 
 SUITE = """\

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.images import build_mini
 from orchestrator.lab import NPT, boot_l2, load_kvm, nested_lab
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -33,3 +37,40 @@ def test_a_one_night_spike_is_not_a_step(tmp_path: Path) -> None:
 def test_noise_alone_is_not_a_step(tmp_path: Path) -> None:
     trials = nights(tmp_path, [1.0, 1.03, 0.98, 1.02, 0.97, 1.01, 1.0, 0.99])
     assert steps(trials) == []
+
+
+def test_history_json_names_the_runs_and_the_step(tmp_path: Path) -> None:
+    factors = [1, 1, 1, 1, 1, 1.25, 1.25, 1.25, 1.25]
+    runs = [make_run(tmp_path, f"n{i:02d}", noisy(100 + i, sigma=0.04, slow_cell="c-large",
+                                                  factor=f), trials=8, started=1e9 + i * 86400)
+            for i, f in enumerate(factors)]
+    (runs[2] / results.MANIFEST).write_text('{"run_id": "n02", "suite_na')  # cut short
+    with (runs[3] / results.JOURNAL).open("a") as fh:
+        fh.write("{not json\n")  # the journal is now newer than the tables, too
+    later = (runs[3] / results.TRIALS).stat().st_mtime_ns + 10**10
+    os.utime(runs[3] / results.JOURNAL, ns=(later, later))
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "history", "nightly",
+                           "--metric", "fork_us", "--json", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr  # a time went up: a regression
+    data = json.loads(done.stdout)
+    assert data["schema"] == "orchestrate.history/1"
+    assert (data["suite"], data["metric"], data["threshold"]) == ("nightly", "fork_us", 0.05)
+    assert data["results_dir"] == str(tmp_path.resolve())
+    assert [r["path"] for r in data["runs"]] == [str(r.resolve()) for i, r in enumerate(runs)
+                                                 if i != 2]
+    assert [r["unreadable_lines"] for r in data["runs"]][2] == 1
+    [step] = data["steps"]
+    assert step["cell_id"] == "tdp-c-large" and step["at_run"].startswith("n05")
+    assert step["regression"] and 1.15 < step["ratio"] < 1.35 and data["regressions"] == 1
+    assert str(runs[2] / results.MANIFEST) in done.stderr  # the damaged run, warned once
+    assert "1 unreadable line(s) skipped: 17 (bad JSON)" in done.stderr
+
+
+def test_history_of_a_suite_without_runs_says_where_it_looked(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "history", "nope",
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert str(tmp_path.resolve()) in line and "--results-dir" in line

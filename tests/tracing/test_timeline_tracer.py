@@ -15,6 +15,8 @@ from orchestrator.plan import make_plan
 from orchestrator.suite_file import parse_suite
 from orchestrator.tracing import PerfTracer
 
+pytestmark = pytest.mark.needs_root  # the host side is this machine's: its debugfs (root's)
+
 SUITE = """\
 name: tl
 paging: [tdp]
