@@ -8,6 +8,7 @@ after decompression. Then guests run under TCG, labelled so in every row.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -87,6 +88,8 @@ def doctor_lines(root: Path = Path("/")) -> list[str]:
 def add_parser(sub: Any) -> None:
     doctor = sub.add_parser("doctor", help="what this host can do, and why (and recover "
                                            "crashed runs first)")
+    doctor.add_argument("--json", action="store_true",
+                        help="the same facts as one JSON object on stdout")
     doctor.set_defaults(func=cmd_doctor)
 
 
@@ -99,8 +102,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     survey = recovery.recover_unless_locked(
         by=f"orchestrate doctor (pid {os.getpid()})",
         say=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        facts = doctor_facts()
+        facts["runs_in_progress"] = [{"run": s.name, "why": s.why} for s in survey.alive]
+        print(json.dumps(facts, indent=1, sort_keys=True))
+        return ExitCode.OK
     for line in doctor_lines():
         print(line)
     alive = [f"{s.name} ({s.why})" for s in survey.alive]
     print("runs in progress: " + (", ".join(alive) if alive else "none"))
     return ExitCode.OK
+
+
+def doctor_facts(root: Path = Path("/")) -> dict[str, Any]:
+    """What `doctor` prints, as data: schema `orchestrate.doctor/1`."""
+    report = detect(root)
+    return {
+        "schema": "orchestrate.doctor/1",
+        "accel": report.accel, "kvm_module": report.kvm_module,
+        "paging_mode": report.paging_mode, "kvm_params": report.params,
+        "why_not_kvm": list(report.reasons), "tools": provenance.tool_versions(),
+        "host_conditions": host_prep.conditions(root), "virsh": shutil.which("virsh"),
+    }

@@ -214,8 +214,9 @@ def running_domain(spec: DomainSpec, uri: str = DEFAULT_URI) -> Iterator[Running
             dom = conn.createXML(domain_xml(spec), 0)
         except libvirt.libvirtError as exc:
             ledger.undone(entry)
-            raise HarnessError(f"libvirt refused guest {spec.name}: {exc.get_error_message()}",
-                               hint="`orchestrate doctor` shows what this host can run") from None
+            message = exc.get_error_message()
+            raise HarnessError(f"libvirt refused guest {spec.name}: {message}",
+                               hint=refusal_hint(message)) from None
         log.info("guest %s started (%s, ssh on 127.0.0.1:%d)", spec.name, spec.accel,
                  spec.ssh_port)
         try:
@@ -225,6 +226,20 @@ def running_domain(spec: DomainSpec, uri: str = DEFAULT_URI) -> Iterator[Running
                 ledger.undone(entry)
     finally:
         conn.close()
+
+
+def refusal_hint(message: str) -> str:
+    """Point where the problem is: a file libvirtd could not open is about that path, not
+    about what the host can run."""
+    if any(why in message for why in ("Unable to open", "No such file", "Permission denied",
+                                      "Cannot access")):
+        return ("libvirtd (and its QEMU) open that file themselves, from their own working "
+                "directory and as their own user: the path must be absolute and reachable "
+                "by them")
+    if "hugepage" in message.lower():
+        return ("reserve hugepages first (host_prep.hugepages_2m), or set the guest's "
+                "hugepages: none")
+    return "`orchestrate doctor` shows what this host can run"
 
 
 def destroy(dom: libvirt.virDomain) -> bool:

@@ -198,6 +198,13 @@ def recover_unless_locked(roots: Sequence[Path] = (), *, by: str, say: Say,
     what would be done: that run's own recovery at its start has already seen the rest)."""
     if dry_run:
         return recover(roots, by=by, say=say, dry_run=True, runner=runner)
+    # Look first, without the lock: the run lock is taken only when there is something to put
+    # right, so `doctor` or `gc` beside a run that is just starting never makes it exit 5.
+    look = recover(roots, by=by, say=lambda line: None, dry_run=True, runner=runner)
+    if not look.dead:
+        for state in look.alive:
+            say(f"recovery: run {state.name} is alive ({state.why}): left alone")
+        return look
     try:
         with run_lock(what=f"{by}: recovery"):
             return recover(roots, by=by, say=say, runner=runner)

@@ -138,7 +138,12 @@ def _execute(req: RunRequest, run_dir: Path, plan: Plan, selection: Selection) -
         saved.write_text(traceback.format_exc())
         raise HarnessError(f"internal error: {exc!r}", hint=f"traceback in {saved}") from exc
     finally:
-        _finish(run_dir, status)
+        tables_error = _finish(run_dir, status)
+    if tables_error:
+        raise HarnessError(f"every trial is recorded, but the Parquet tables could not be "
+                           f"written: {tables_error}",
+                           hint=f"the journal {run_dir / results.JOURNAL} holds every trial; "
+                                "`orchestrate results` reads it directly")
     counts = outcome_counts(run_dir)
     return RunOutcome(run_dir, counts, status)
 
@@ -151,12 +156,23 @@ def _closing(progress: Progress) -> Iterator[None]:
         progress.close()
 
 
-def _finish(run_dir: Path, status: str) -> None:
-    """Tables and status are written on every exit path: measured trials are never lost."""
-    results.finalize_tables(run_dir)
+def _finish(run_dir: Path, status: str) -> str:
+    """Status, then tables, on every exit path: measured trials are never lost, and a run
+    whose tables cannot be written (a full disk, a value pyarrow refuses) still says how it
+    ended. Returns why the tables failed, or ""."""
     manifest = results.read_manifest(run_dir)
     manifest.update(status=status, ended_at=_now(), outcomes=outcome_counts(run_dir))
     results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+    try:
+        results.finalize_tables(run_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the status above stands
+        why = f"{type(exc).__name__}: {exc}"
+        log.error("run %s: writing its tables failed (%s); the journal keeps every trial",
+                  run_dir.name, why)
+        manifest["tables_error"] = why
+        results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+        return why
+    return ""
 
 
 def _record_conditions(run_dir: Path, conditions: dict[str, Any]) -> None:

@@ -159,3 +159,30 @@ def test_the_relative_default_results_dir_gives_absolute_paths(fake_bin: Path,
     listing = orchestrate("results", "--json", cwd=work)
     assert listing.returncode == 0, listing.stderr
     assert json.loads(listing.stdout)
+
+
+def test_doctor_json_is_one_object_with_the_facts() -> None:
+    done = orchestrate("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["schema"] == "orchestrate.doctor/1"
+    assert facts["accel"] in ("kvm", "tcg") and isinstance(facts["runs_in_progress"], list)
+    assert "qemu" in facts["tools"]
+
+
+def test_the_status_is_written_even_when_the_tables_cannot_be(
+        fake_bin: Path, suite_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator import cli
+
+    def no_space(run_dir: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results, "finalize_tables", no_space)
+    code = cli.main(["run", str(suite_file), "--results-dir", str(tmp_path / "r")])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "could not be written" in err and "Traceback" not in err
+    manifest = results.read_manifest(tmp_path / "r" / "latest")
+    assert manifest["status"] == "done" and manifest["outcomes"] == {"ok": 8}
+    assert "No space left" in manifest["tables_error"]

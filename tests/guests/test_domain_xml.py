@@ -92,3 +92,12 @@ def test_dirty_ring_only_on_kvm_guests_that_ask(tmp_path: Path) -> None:
         made = domain_spec("orch-x", Guest(dirty_ring=4096), image, run_id="r", accel=label,
                            logs=tmp_path)
         assert made.dirty_ring == size  # TCG has no dirty ring: never claimed there
+
+
+def test_a_refused_guest_is_hinted_at_where_the_problem_is() -> None:
+    from orchestrator.libvirt_domain import refusal_hint
+
+    opened = refusal_hint("Unable to open file: results/x/logs/console-orch-x.log: "
+                          "No such file or directory")
+    assert "path must be absolute" in opened and "doctor" not in opened
+    assert "doctor" in refusal_hint("unsupported configuration: Emulator not found")

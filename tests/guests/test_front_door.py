@@ -51,7 +51,7 @@ def test_orchestrate_run_with_no_arguments_from_any_directory(
     shown = subprocess.run([sys.executable, "-m", "orchestrator.cli", "results", "latest"],
                            cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
-    assert "status done" in shown.stdout.splitlines()[0]
+    assert shown.stdout.startswith("status: done;")
     assert f"{DEFAULT_TRIALS} ok" in shown.stdout
 
 
@@ -84,4 +84,4 @@ def test_setup_final_step_as_ci_runs_it(libvirtd: str, mini_image: Image,
     run_dir = (repo_results / "latest").resolve()
     assert run_dir.parent == repo_results.resolve()
     assert_all_ok_with_guests(run_dir)
-    assert "status done" in done.stdout  # setup shows `orchestrate results latest` at the end
+    assert "status: done;" in done.stdout  # setup shows `orchestrate results latest` at the end
