@@ -83,7 +83,8 @@ class Image:
 
 
 def default_cache_root() -> Path:
-    return Path(os.environ.get("ORCH_IMAGE_CACHE", PROJECT_ROOT / "images" / "cache"))
+    # absolute: libvirtd and QEMU open the kernel, initrd and disk from their own directories
+    return Path(os.environ.get("ORCH_IMAGE_CACHE", PROJECT_ROOT / "images" / "cache")).resolve()
 
 
 # ---- permissions: key material readable by root and libvirt's QEMU only ---------------------

@@ -31,7 +31,7 @@ def new_run_key(directory: Path) -> tuple[Path, str]:
     """A fresh Ed25519 client key for one run; returns (private key path, public key line)."""
     key = directory / "ssh_key"
     if not key.exists():
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # ssh-keygen makes it 0600
         proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orchestrator-run",
                   "-f", str(key)], timeout=30)
     return key, key.with_suffix(".pub").read_text().strip()
