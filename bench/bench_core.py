@@ -15,10 +15,10 @@ import tracemalloc
 from array import array
 from pathlib import Path
 
-from orchestrator import results
-from orchestrator.plan import make_plan
-from orchestrator.results import Metric, Outcome, TrialRecord
-from orchestrator.suite import Suite
+from orchestrator.store import rundir
+from orchestrator.store.rundir import Metric, Outcome, TrialRecord
+from orchestrator.suite.plan import make_plan
+from orchestrator.suite.schema import Suite
 
 
 def big_suite(cells: int) -> Suite:
@@ -55,12 +55,12 @@ def record(i: int) -> TrialRecord:
 
 
 def bench_append(tmp: Path) -> None:
-    run_dir = results.new_run_dir(tmp, "bench")
+    run_dir = rundir.new_run_dir(tmp, "bench")
     count = 50_000
     samples = array("d", bytes(8 * count))  # preallocated: the bench itself must not grow
     tracemalloc.start()
     checkpoints: list[int] = []
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         for i in range(count):
             rec = record(i)
             start = time.perf_counter()
@@ -75,7 +75,7 @@ def bench_append(tmp: Path) -> None:
     growth = [f"{c / 1024:.0f}" for c in checkpoints]
     print(f"append: traced Python memory after 10k, 20k .. 50k trials (KiB): {', '.join(growth)}"
           " (flat = streamed)")
-    with results.Journal(run_dir, fsync=True) as journal:
+    with rundir.Journal(run_dir, fsync=True) as journal:
         synced = []
         for i in range(200):
             start = time.perf_counter()
@@ -86,12 +86,12 @@ def bench_append(tmp: Path) -> None:
 
 
 def _bench_finalize(run_dir: Path) -> None:
-    results.write_json_atomic(run_dir / results.MANIFEST, {
+    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
         "run_id": run_dir.name, "suite_name": "bench", "host": {"hostname": "h"},
         "param_columns": {"pages": "int", "ptes_per_table": "int", "cow": "bool"}})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    results.finalize_tables(run_dir)
+    rundir.finalize_tables(run_dir)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"finalize: 50,200 trials -> Parquet in {elapsed:.2f} s, "

@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.guest import BASE_CMDLINE, booted_guest
-from orchestrator.images import build_mini
-from orchestrator.libvirt_domain import DEFAULT_URI, DomainSpec, pick_free_port
-from orchestrator.ssh import kernel_key_arg, new_run_key, wait_for_ssh
+from orchestrator.guests.guest import BASE_CMDLINE, booted_guest
+from orchestrator.guests.images import build_mini
+from orchestrator.guests.libvirt_domain import DEFAULT_URI, DomainSpec, pick_free_port
+from orchestrator.guests.ssh import kernel_key_arg, new_run_key, wait_for_ssh
 
 ROUNDS = 3
 

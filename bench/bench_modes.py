@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.images import build_mini
-from orchestrator.lab import NPT, load_kvm, nested_lab
-from orchestrator.lab_run import run_in_lab
-from orchestrator.suite_file import load_suite
+from orchestrator.guests.images import build_mini
+from orchestrator.lab.l1 import NPT, load_kvm, nested_lab
+from orchestrator.lab.run import run_in_lab
+from orchestrator.suite.loader import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = """\

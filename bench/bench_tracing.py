@@ -10,8 +10,8 @@ import json
 import statistics
 
 from orchestrator import proc
-from orchestrator.targets import workloads_bin_dir
-from orchestrator.tracing import DEFAULT_GUEST, TraceWindow
+from orchestrator.paths import workloads_bin_dir
+from orchestrator.tracing.perf import DEFAULT_GUEST, TraceWindow
 
 ROUNDS = 15
 

@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import time
 
-from orchestrator.targets import workloads_bin_dir
+from orchestrator.paths import workloads_bin_dir
 
 
 def trial_values(argv: list[str], metric: str) -> list[float]:

@@ -92,7 +92,7 @@ def private_run_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The host-wide index of live runs (orchestrator/ledger.py, default /run/orchestrator):
+    """The host-wide index of live runs (orchestrator/store/ledger.py, default /run/orchestrator):
     each test its own, so tests never meet real runs (and need no root to have one)."""
     state = tmp_path / "orchestrator-state"
     monkeypatch.setenv("ORCH_STATE_DIR", str(state))

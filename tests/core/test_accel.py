@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.accel import detect
+from orchestrator.host.accel import detect
 
 
 def tree(tmp_path: Path, params: dict[str, dict[str, str]], dev_kvm: bool = True) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
-from orchestrator.cli import EXIT_BROKEN_PIPE
+from orchestrator.cli.entry import EXIT_BROKEN_PIPE
+from orchestrator.store import rundir
 from tests.core.conftest import cli_env, write_suite
 
 pytestmark = pytest.mark.slow  # every test runs the CLI as a process, seconds each
@@ -109,7 +109,7 @@ def test_a_run_with_errored_trials_is_not_plain_done(fake_bin: Path, tmp_path: P
     done = orchestrate("run", str(suite), "--results-dir", str(tmp_path / "r"),
                        env={"FAKE_BEHAVIOUR": "hang"})
     assert done.returncode == 3
-    manifest = results.read_manifest(tmp_path / "r" / "latest")
+    manifest = rundir.read_manifest(tmp_path / "r" / "latest")
     assert manifest["status"] == "done-with-errors"
     assert manifest["outcomes"] == {"error": 4}
     summary = orchestrate("results", "latest", "--results-dir", str(tmp_path / "r"))
@@ -173,16 +173,16 @@ def test_doctor_json_is_one_object_with_the_facts() -> None:
 def test_the_status_is_written_even_when_the_tables_cannot_be(
         fake_bin: Path, suite_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator import cli
+    from orchestrator.cli import entry as cli
 
     def no_space(run_dir: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results, "finalize_tables", no_space)
+    monkeypatch.setattr(rundir, "finalize_tables", no_space)
     code = cli.main(["run", str(suite_file), "--results-dir", str(tmp_path / "r")])
     assert code == 3
     err = capsys.readouterr().err
     assert "could not be written" in err and "Traceback" not in err
-    manifest = results.read_manifest(tmp_path / "r" / "latest")
+    manifest = rundir.read_manifest(tmp_path / "r" / "latest")
     assert manifest["status"] == "done" and manifest["outcomes"] == {"ok": 8}
     assert "No space left" in manifest["tables_error"]

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator import proc, results
-from orchestrator.execute import MAX_REPLACEMENTS, Executor, Progress
-from orchestrator.plan import make_plan
-from orchestrator.suite import RequestedMode
-from orchestrator.suite_file import parse_suite
-from orchestrator.targets import ModeState
+from orchestrator import proc
+from orchestrator.run.execute import MAX_REPLACEMENTS, Executor, Progress
+from orchestrator.run.targets import ModeState
+from orchestrator.store import rundir
+from orchestrator.suite.loader import parse_suite
+from orchestrator.suite.plan import make_plan
+from orchestrator.suite.schema import RequestedMode
 
 SUITE = """\
 name: stall
@@ -84,11 +85,11 @@ class Notes(Progress):
 def run_with(tmp_path: Path, backend: StallingBackend, suite: str = SUITE
              ) -> tuple[list[dict[str, Any]], Notes]:
     loaded = parse_suite(suite, tmp_path / "suite.yaml")
-    run_dir = results.new_run_dir(tmp_path, "stall")
+    run_dir = rundir.new_run_dir(tmp_path, "stall")
     progress = Notes()
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         Executor(loaded.suite, make_plan(loaded.suite), backend, journal, progress).run()
-    return list(results.read_journal(run_dir)), progress
+    return list(rundir.read_journal(run_dir)), progress
 
 
 def test_a_stalled_guest_is_replaced_and_the_point_goes_on(fake_bin: Path,
@@ -138,7 +139,7 @@ def test_with_lost_guest_retries_the_lost_trial_runs_again(fake_bin: Path,
     assert (lost["attempt"], again["attempt"]) == (1, 2)
     assert again["info"]["guest_replacements"] == 1
     assert "again, as attempt 2" in progress.notes[0]
-    latest = results.latest_attempts(rows_dir(tmp_path))
+    latest = rundir.latest_attempts(rows_dir(tmp_path))
     assert len(latest) == 8 and {r["outcome"] for r in latest.values()} == {"ok"}
 
 
@@ -163,5 +164,5 @@ def test_a_workload_failure_in_a_guest_that_answers_is_never_retried(
 
 def rows_dir(tmp_path: Path) -> Path:
     """The one run directory run_with made."""
-    (run_dir,) = (p for p in tmp_path.iterdir() if (p / results.JOURNAL).exists())
+    (run_dir,) = (p for p in tmp_path.iterdir() if (p / rundir.JOURNAL).exists())
     return run_dir

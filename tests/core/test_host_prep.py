@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ledger
 from orchestrator.errors import HarnessError
-from orchestrator.host_prep import (
+from orchestrator.host.host_prep import (
     HUGEPAGES_2M,
     THP,
     conditions,
@@ -17,7 +16,8 @@ from orchestrator.host_prep import (
     selected,
     write_back,
 )
-from orchestrator.suite import HostPrep, ThpMode
+from orchestrator.store import ledger
+from orchestrator.suite.schema import HostPrep, ThpMode
 
 
 def fake_root(tmp_path: Path) -> Path:

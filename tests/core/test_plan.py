@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.plan import NATIVE_GUEST, make_plan
-from orchestrator.suite import RequestedMode, Suite
+from orchestrator.suite.plan import NATIVE_GUEST, make_plan
+from orchestrator.suite.schema import RequestedMode, Suite
 
 MODES = [m.value for m in RequestedMode]
 

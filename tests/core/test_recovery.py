@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import ledger, recovery, results
 from orchestrator.errors import HarnessError
-from orchestrator.host_prep import HUGEPAGES_2M, THP, conditions
-from orchestrator.paging import mode_switch_commands
+from orchestrator.host.host_prep import HUGEPAGES_2M, THP, conditions
+from orchestrator.host.paging import mode_switch_commands
+from orchestrator.run import recovery
+from orchestrator.store import ledger, rundir
 from tests.core.conftest import cli_env, write_suite
 from tests.core.test_host_prep import fake_root
 from tests.host.test_paging import FakeModprobe, host, param
@@ -81,7 +82,7 @@ def start_of(pid: int) -> int:
 
 
 def status(run_dir: Path) -> str:
-    return str(results.read_manifest(run_dir)["status"])
+    return str(rundir.read_manifest(run_dir)["status"])
 
 
 def start_hanging_run(suite: Path, root: Path, **extra: str
@@ -152,7 +153,7 @@ def test_a_killed_run_leaves_no_workload_and_doctor_recovers_it(
     assert f"run {run_dir.name}: marked crashed in its manifest" in said
     assert stray.wait(timeout=10) == -signal.SIGKILL
     assert bystander.poll() is None  # never touched
-    manifest = results.read_manifest(run_dir)
+    manifest = rundir.read_manifest(run_dir)
     assert manifest["status"] == "crashed" and "orchestrate doctor" in manifest["crashed_by"]
     assert manifest["crash_evidence"] == f"pid {run.pid} is gone" and manifest["crashed_at"]
     assert any("killed pid" in a for a in manifest["recoveries"][0]["actions"])
@@ -161,7 +162,7 @@ def test_a_killed_run_leaves_no_workload_and_doctor_recovers_it(
 
     again = orchestrate("doctor")  # idempotent: nothing more to do, nothing said
     assert again.returncode == 0 and run_dir.name not in again.stderr
-    assert len(results.read_manifest(run_dir)["recoveries"]) == 1
+    assert len(rundir.read_manifest(run_dir)["recoveries"]) == 1
 
 
 def test_after_a_power_loss_the_next_run_marks_the_dead_run_crashed(
@@ -188,7 +189,7 @@ def test_after_a_power_loss_the_next_run_marks_the_dead_run_crashed(
     assert f"run {run_dir.name} is dead (the host rebooted since it ran)" in done.stderr
     assert "recorded change(s) gone with the reboot" in done.stderr
     assert status(run_dir) == "crashed"
-    assert "orchestrate run" in results.read_manifest(run_dir)["crashed_by"]
+    assert "orchestrate run" in rundir.read_manifest(run_dir)["crashed_by"]
     assert list(state_dir.iterdir()) == []  # the new run ended cleanly and left the index
 
 
@@ -216,8 +217,8 @@ def test_a_live_run_is_never_touched(fake_bin: Path, hanging_suite: Path, tmp_pa
 
 
 def fake_run_dir(root: Path) -> Path:
-    run_dir = results.new_run_dir(root, "killed")
-    results.write_json_atomic(run_dir / results.MANIFEST, {
+    run_dir = rundir.new_run_dir(root, "killed")
+    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
         "run_id": run_dir.name, "suite_name": "killed", "status": "running"})
     return run_dir
 
@@ -225,9 +226,9 @@ def fake_run_dir(root: Path) -> Path:
 HOLD_HOST_PREP = """\
 import sys, time
 from pathlib import Path
-from orchestrator import ledger
-from orchestrator.host_prep import prepared_host
-from orchestrator.suite import HostPrep, ThpMode
+from orchestrator.store import ledger
+from orchestrator.host.host_prep import prepared_host
+from orchestrator.suite.schema import HostPrep, ThpMode
 prep = HostPrep(apply=True, thp=ThpMode.NEVER, hugepages_2m=64, governor="performance")
 with ledger.recording(Path(sys.argv[1])), prepared_host(prep, Path(sys.argv[2])):
     print("changed", flush=True)
@@ -267,8 +268,8 @@ def test_host_settings_are_written_back_from_the_ledger(tmp_path: Path) -> None:
 HOLD_SHADOW = """\
 import sys, time
 from pathlib import Path
-from orchestrator import ledger
-from orchestrator.paging import paging_mode
+from orchestrator.store import ledger
+from orchestrator.host.paging import paging_mode
 from tests.host.test_paging import FakeModprobe
 root = Path(sys.argv[2])
 with ledger.recording(Path(sys.argv[1])), paging_mode(
@@ -306,7 +307,7 @@ def test_kvm_is_reloaded_with_the_recorded_parameters(tmp_path: Path) -> None:
     assert any("reloaded kvm_amd npt=1 (kvm tdp_mmu=1): paging mode tdp, verified from "
                "sysfs" in line for line in said), said
     assert not (ledger.state_dir() / run_dir.name).exists()
-    assert len(results.read_manifest(run_dir)["recoveries"]) == 2
+    assert len(rundir.read_manifest(run_dir)["recoveries"]) == 2
 
     said.clear()
     recovery.recover([tmp_path / "r"], by="test", say=said.append, runner=modprobe)
@@ -321,7 +322,7 @@ def test_a_killed_nightly_takes_its_run_down_with_it(
     monkeypatch.setenv("ORCH_NIGHTLY_LOCK", str(tmp_path / "nightly.lock"))
     root = tmp_path / "r"
     wrapper = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.nightly", str(hanging_suite), "--results-dir",
+        [sys.executable, "-m", "orchestrator.fleet.nightly", str(hanging_suite), "--results-dir",
          str(root)], cwd=ROOT, env=cli_env({"FAKE_BEHAVIOUR": "hang"}),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = wait_for("the run directory", lambda: the_run(root))
@@ -346,7 +347,7 @@ def test_a_run_the_nightly_deadline_had_to_kill_is_recovered_by_the_wrapper(
     root = tmp_path / "r"
     # a 1 ms grace: the run is SIGKILLed in the middle of its own cleanup after SIGTERM
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.nightly", str(suite), "--results-dir", str(root),
+        [sys.executable, "-m", "orchestrator.fleet.nightly", str(suite), "--results-dir", str(root),
          "--deadline", "6s", "--grace", "1ms"], cwd=ROOT, capture_output=True, text=True,
         env=cli_env({"FAKE_BEHAVIOUR": "hang"}), timeout=120)
     assert done.returncode == 130, done.stderr
@@ -354,7 +355,7 @@ def test_a_run_the_nightly_deadline_had_to_kill_is_recovered_by_the_wrapper(
     run_dir = the_run(root)
     assert run_dir is not None
     assert f"recovery: run {run_dir.name} is dead" in done.stderr
-    manifest = results.read_manifest(run_dir)
+    manifest = rundir.read_manifest(run_dir)
     assert manifest["status"] == "interrupted"  # as the wrapper marked it: not overwritten
     assert "orchestrate nightly" in manifest["recoveries"][0]["by"]
     assert list(state_dir.iterdir()) == []
@@ -363,7 +364,7 @@ def test_a_run_the_nightly_deadline_had_to_kill_is_recovered_by_the_wrapper(
 DIE_IN_A_SESSION = """\
 import os, sys
 from pathlib import Path
-from orchestrator import ledger
+from orchestrator.store import ledger
 with ledger.recording(Path(sys.argv[1])):
     os._exit(0)  # no cleanup runs, as under SIGKILL: the session stays open
 """
@@ -417,7 +418,7 @@ timeouts: {boot: 300s, trial: 400s}
 def libvirt_guests() -> Callable[[], set[str]]:
     subprocess.run(["bash", str(ROOT / "scripts/libvirtd-up")], check=True, timeout=120)
     subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
-    from orchestrator.images import build_mini
+    from orchestrator.guests.images import build_mini
 
     build_mini()
 
@@ -445,7 +446,7 @@ def test_gc_leaves_a_live_runs_guest_and_destroys_a_killed_runs(
         guest = wait_for("the guest", lambda: [e["name"] for e in ledger.read(run_dir)
                                                if e["kind"] == "domain"], 120)[0]
         wait_for("the trial to start", lambda: "mini" in str(
-            results.read_manifest(run_dir).get("guests", {})), 300)
+            rundir.read_manifest(run_dir).get("guests", {})), 300)
         assert guest in libvirt_guests()
         for dry in (["--dry-run"], []):
             done = orchestrate("gc", *dry)
@@ -464,7 +465,7 @@ def test_gc_leaves_a_live_runs_guest_and_destroys_a_killed_runs(
         assert f"run {run_dir.name}: destroyed guest {guest}" in done.stderr
         assert guest not in libvirt_guests()
         assert status(run_dir) == "crashed"
-        assert "orchestrate gc" in results.read_manifest(run_dir)["crashed_by"]
+        assert "orchestrate gc" in rundir.read_manifest(run_dir)["crashed_by"]
     finally:
         if run.poll() is None:
             run.kill()

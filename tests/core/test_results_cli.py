@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import nightly, results
+from orchestrator.analysis.summary import status_line
 from orchestrator.errors import BadInput
-from orchestrator.results import Metric, Outcome, TrialRecord
-from orchestrator.results_cli import status_line
+from orchestrator.fleet import nightly
+from orchestrator.store import rundir
+from orchestrator.store.rundir import Metric, Outcome, TrialRecord
 from tests.core.conftest import cli_env
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
@@ -32,15 +33,15 @@ def orchestrate(*args: str, env: dict[str, str] | None = None,
 def make_run(root: Path, *, status: str = "done", outcomes: list[Outcome] | None = None,
              planned: int | None = None, started: str = "2026-01-01T00:00:00+00:00") -> Path:
     outcomes = [Outcome.OK] * 3 if outcomes is None else outcomes
-    run_dir = results.new_run_dir(root, "s")
+    run_dir = rundir.new_run_dir(root, "s")
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.value] = counts.get(outcome.value, 0) + 1
-    results.write_json_atomic(run_dir / results.MANIFEST, {
+    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
         "run_id": run_dir.name, "suite_name": "s", "git_rev": "abc", "status": status,
         "started_at": started, "host": {"hostname": "lab1"}, "outcomes": counts,
         "param_columns": {"pages": "int"}, "plan": {"trials": planned or len(outcomes)}})
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         for trial, outcome in enumerate(outcomes):
             journal.append(TrialRecord(
                 cell_id="c1", trial=trial, warmup=False, paging_requested="tdp",
@@ -49,7 +50,7 @@ def make_run(root: Path, *, status: str = "done", outcomes: list[Outcome] | None
                 reason="" if outcome is Outcome.OK else "it broke",
                 metrics=(Metric("fork_us", 2.0 + trial, "us"),) if outcome is Outcome.OK
                 else ()))
-    results.finalize_tables(run_dir)
+    rundir.finalize_tables(run_dir)
     return run_dir
 
 
@@ -71,7 +72,7 @@ BAD_MANIFESTS: dict[str, tuple[str, str]] = {
 
 
 def damage(run_dir: Path, text: str) -> None:
-    (run_dir / results.MANIFEST).write_bytes(text.encode("utf-8", "surrogateescape"))
+    (run_dir / rundir.MANIFEST).write_bytes(text.encode("utf-8", "surrogateescape"))
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_MANIFESTS))
@@ -81,16 +82,16 @@ def test_list_runs_skips_a_damaged_manifest_with_one_warning(
     bad = make_run(tmp_path)
     text, said = BAD_MANIFESTS[kind]
     damage(bad, text)
-    skipped: list[results.SkippedRun] = []
+    skipped: list[rundir.SkippedRun] = []
     with caplog.at_level(logging.WARNING, "orchestrator"):
-        runs = results.list_runs(tmp_path, skipped=skipped)
+        runs = rundir.list_runs(tmp_path, skipped=skipped)
     assert [r["path"] for r in runs] == [good]
     [warning] = [r.getMessage() for r in caplog.records]
-    assert str(bad / results.MANIFEST) in warning and said in warning
+    assert str(bad / rundir.MANIFEST) in warning and said in warning
     assert "\n" not in warning
     assert [s.path for s in skipped] == [bad]
     with pytest.raises(BadInput, match=said):  # named on its own: one-line BadInput
-        results.load(bad)
+        rundir.load(bad)
 
 
 def test_results_lists_the_other_runs_when_one_manifest_is_truncated(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_results_lists_the_other_runs_when_one_manifest_is_truncated(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == [first.name, last.name]
     [warning] = done.stderr.splitlines()
-    assert str(bad / results.MANIFEST) in warning and "corrupt" in warning
+    assert str(bad / rundir.MANIFEST) in warning and "corrupt" in warning
     named = orchestrate("results", bad.name, "--results-dir", str(tmp_path))
     assert named.returncode == 2
     [error] = named.stderr.splitlines()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
-from orchestrator.results import EventCount, Metric, Outcome, TrialRecord
-from orchestrator.units import format_size, parse_duration, parse_size
+from orchestrator.store import rundir
+from orchestrator.store.rundir import EventCount, Metric, Outcome, TrialRecord
+from orchestrator.suite.units import format_size, parse_duration, parse_size
 
 
 def record(trial: int, *, attempt: int = 1, outcome: Outcome = Outcome.OK,
@@ -23,8 +23,8 @@ def record(trial: int, *, attempt: int = 1, outcome: Outcome = Outcome.OK,
 
 
 def make_run(tmp_path: Path) -> Path:
-    run_dir = results.new_run_dir(tmp_path, "s")
-    results.write_json_atomic(run_dir / results.MANIFEST, {
+    run_dir = rundir.new_run_dir(tmp_path, "s")
+    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
         "run_id": run_dir.name, "suite_name": "s", "git_rev": "abc",
         "host": {"hostname": "lab1"}, "param_columns": {"pages": "int"}})
     return run_dir
@@ -32,25 +32,25 @@ def make_run(tmp_path: Path) -> Path:
 
 def test_torn_last_line_is_skipped_and_counted_by_readers(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         journal.append(record(0))
         journal.append(record(1))
-    with (run_dir / results.JOURNAL).open("a") as fh:
+    with (run_dir / rundir.JOURNAL).open("a") as fh:
         fh.write('{"cell_id": "c1", "tri')  # a crash in the middle of a write
-    journal_bytes = (run_dir / results.JOURNAL).read_bytes()
-    assert [r["trial"] for r in results.read_journal(run_dir)] == [0, 1]
-    tables = results.load(run_dir)
+    journal_bytes = (run_dir / rundir.JOURNAL).read_bytes()
+    assert [r["trial"] for r in rundir.read_journal(run_dir)] == [0, 1]
+    tables = rundir.load(run_dir)
     assert list(tables.trials["trial"]) == [0, 1]
     assert tables.unreadable == 1 and tables.problems[0].line == 3
-    assert (run_dir / results.JOURNAL).read_bytes() == journal_bytes  # readers never repair
+    assert (run_dir / rundir.JOURNAL).read_bytes() == journal_bytes  # readers never repair
 
 
 def test_latest_attempt_wins_and_rows_carry_provenance(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         journal.append(record(1, outcome=Outcome.ERROR, metrics=()))
         journal.append(record(1, attempt=2))
-    trials = results.load(run_dir).trials
+    trials = rundir.load(run_dir).trials
     assert len(trials) == 1
     row = trials.iloc[0]
     assert (row["attempt"], row["outcome"], row["host"], row["git_rev"]) == (2, "ok", "lab1", "abc")
@@ -59,35 +59,35 @@ def test_latest_attempt_wins_and_rows_carry_provenance(tmp_path: Path) -> None:
 
 def test_a_trial_without_metrics_still_has_a_row(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         journal.append(record(3, outcome=Outcome.SKIPPED, metrics=()))
-    trials = results.load(run_dir).trials
+    trials = rundir.load(run_dir).trials
     assert len(trials) == 1 and trials.iloc[0]["metric"] == "" and math.isnan(trials.iloc[0]["value"])
 
 
 def test_events_unavailable_is_not_zero(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         journal.append(record(1))
-    events = results.load(run_dir).events
+    events = rundir.load(run_dir).events
     missing = events[events["event"] == "kvmmmu:nope"].iloc[0]
     assert not missing["available"] and math.isnan(missing["count"])
     assert events[events["event"] == "kvm:kvm_exit"].iloc[0]["count"] == 5.0
 
 
 def test_tables_are_streamed_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(results, "BATCH", 7)
+    monkeypatch.setattr(rundir, "BATCH", 7)
     run_dir = make_run(tmp_path)
-    with results.Journal(run_dir) as journal:
+    with rundir.Journal(run_dir) as journal:
         for i in range(50):
             journal.append(record(i))
-    results.finalize_tables(run_dir)
-    assert len(results.load(run_dir).trials) == 50
+    rundir.finalize_tables(run_dir)
+    assert len(rundir.load(run_dir).trials) == 50
 
 
 def test_not_a_run_directory(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="no such run"):
-        results.load(tmp_path)
+        rundir.load(tmp_path)
 
 
 def test_sizes_and_durations() -> None:

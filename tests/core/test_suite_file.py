@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import BadInput
-from orchestrator.suite import RequestedMode
-from orchestrator.suite_file import load_suite, parse_suite
+from orchestrator.suite.loader import load_suite, parse_suite
+from orchestrator.suite.schema import RequestedMode
 
 GOOD = """\
 name: fork-dirty-pages

@@ -21,12 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import BadInput
-from orchestrator.guest import BASE_CMDLINE
-from orchestrator.images import ImageKind
-from orchestrator.plan import make_plan
-from orchestrator.ssh import kernel_key_arg
-from orchestrator.suite import CMDLINE_MAX, KERNEL_CMDLINE_MAX, RequestedMode, Suite
-from orchestrator.suite_file import (
+from orchestrator.guests.guest import BASE_CMDLINE
+from orchestrator.guests.ssh import kernel_key_arg
+from orchestrator.suite.loader import (
     DEFAULT_MAX_POINTS,
     DEFAULT_MAX_TRIALS,
     MAX_ALIAS_NODES,
@@ -37,7 +34,15 @@ from orchestrator.suite_file import (
     load_suite,
     parse_suite,
 )
-from orchestrator.units import MAX_INT64
+from orchestrator.suite.plan import make_plan
+from orchestrator.suite.schema import (
+    CMDLINE_MAX,
+    KERNEL_CMDLINE_MAX,
+    ImageKind,
+    RequestedMode,
+    Suite,
+)
+from orchestrator.suite.units import MAX_INT64
 
 BASE = """\
 name: hostile

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import make_plan
-from orchestrator.run_cli import DEFAULT_SUITE
-from orchestrator.suite_file import load_suite
+from orchestrator.cli.run import DEFAULT_SUITE
+from orchestrator.suite.loader import load_suite
+from orchestrator.suite.plan import make_plan
 
 SUITES = sorted((Path(__file__).resolve().parents[2] / "suites").glob("*.yaml"))
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from orchestrator import timeline
-from orchestrator.timeline import TscMap
+from orchestrator.tracing import timeline
+from orchestrator.tracing.timeline import TscMap
 
 # the guest's tracefs `trace` on the TSC clock (flags column, integer stamps)
 GUEST_TRACE = """\

@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from orchestrator import proc, workloads
-from orchestrator.results import Outcome
+from orchestrator import proc
+from orchestrator.store.rundir import Outcome
+from orchestrator.workloads import adapters
 
 
 def completed(rc: int, stdout: str = "", stderr: str = "") -> proc.Completed:
@@ -23,28 +24,28 @@ def trial_line(**metrics: float) -> str:
 
 
 def test_argv_one_trial_flags_and_booleans() -> None:
-    argv = workloads.command("fork-dirty", {"pages": 1280, "ptes_per_table": 4, "cow": True},
+    argv = adapters.command("fork-dirty", {"pages": 1280, "ptes_per_table": 4, "cow": True},
                              "/opt/w b/bin")
     assert argv == ["/opt/w b/bin/fork-dirty", "--trials", "1", "--warmup", "0", "--pages",
                     "1280", "--ptes-per-table", "4", "--cow"]
-    off = workloads.command("fork-dirty", {"pages": 1, "cow": False}, "/b")
+    off = adapters.command("fork-dirty", {"pages": 1, "cow": False}, "/b")
     assert "--cow" not in off
 
 
 def test_argv_floats_keep_precision_and_strings_stay_one_argument() -> None:
-    argv = workloads.command("dirtier", {"pages": 10, "duration": 0.1, "interval": 2.5}, "/b")
+    argv = adapters.command("dirtier", {"pages": 10, "duration": 0.1, "interval": 2.5}, "/b")
     assert argv[argv.index("--duration") + 1] == "0.1"
-    odd = workloads.command("fault", {"pages": 1, "populate": "a b;rm -rf /"}, "/b")
+    odd = adapters.command("fault", {"pages": 1, "populate": "a b;rm -rf /"}, "/b")
     assert odd[-1] == "a b;rm -rf /"  # one argv element: no shell ever sees it
 
 
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="no adapter"):
-        workloads.command("nope", {}, "/b")
+        adapters.command("nope", {}, "/b")
 
 
 def test_ok_trial_metrics_and_rusage() -> None:
-    parsed = workloads.parse("fork-dirty", completed(0, "noise\n" + trial_line(fork_us=812.5)))
+    parsed = adapters.parse("fork-dirty", completed(0, "noise\n" + trial_line(fork_us=812.5)))
     assert parsed.outcome is Outcome.OK
     values = {m.name: (m.value, m.unit) for m in parsed.metrics}
     assert values["fork_us"] == (812.5, "us")
@@ -54,23 +55,23 @@ def test_ok_trial_metrics_and_rusage() -> None:
 
 def test_skip_failure_usage_and_garbage() -> None:
     skip = json.dumps({"type": "skip", "reason": "no free 2 MiB pages: 0 of 0"})
-    assert workloads.parse("hugepage", completed(3, skip)) == workloads.ParsedTrial(
+    assert adapters.parse("hugepage", completed(3, skip)) == adapters.ParsedTrial(
         Outcome.SKIPPED, "no free 2 MiB pages: 0 of 0")
     err = json.dumps({"type": "error", "reason": "layout: 3 page-table pages, expected 250"})
-    failed = workloads.parse("fork-dirty", completed(1, err))
+    failed = adapters.parse("fork-dirty", completed(1, err))
     assert failed.outcome is Outcome.FAILED and "expected 250" in failed.reason
-    usage = workloads.parse("fork-dirty", completed(2, "", "fork-dirty: error: --pages needs"))
+    usage = adapters.parse("fork-dirty", completed(2, "", "fork-dirty: error: --pages needs"))
     assert usage.outcome is Outcome.ERROR and "--pages needs" in usage.reason
-    garbage = workloads.parse("fork-dirty", completed(0, "Segmentation fault"))
+    garbage = adapters.parse("fork-dirty", completed(0, "Segmentation fault"))
     assert garbage.outcome is Outcome.ERROR and "got 0" in garbage.reason
-    twice = workloads.parse("fork-dirty", completed(0, trial_line(a=1) + "\n" + trial_line(a=2)))
+    twice = adapters.parse("fork-dirty", completed(0, trial_line(a=1) + "\n" + trial_line(a=2)))
     assert twice.outcome is Outcome.ERROR
 
 
 @pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed")
 def test_stress_ng_for_real() -> None:
-    argv = workloads.command("stress-ng", {"stressor": "fork", "workers": 1, "ops": 50}, "/x")
-    parsed = workloads.parse("stress-ng", proc.run(argv, timeout=60, check=False))
+    argv = adapters.command("stress-ng", {"stressor": "fork", "workers": 1, "ops": 50}, "/x")
+    parsed = adapters.parse("stress-ng", proc.run(argv, timeout=60, check=False))
     assert parsed.outcome is Outcome.OK, parsed.reason
     values = {m.name: m.value for m in parsed.metrics}
     assert values["bogo_ops"] >= 50 and values["bogo_ops_per_s"] > 0
@@ -78,5 +79,5 @@ def test_stress_ng_for_real() -> None:
 
 
 def test_stress_ng_failure_and_missing_metrics() -> None:
-    assert workloads.parse("stress-ng", completed(1, "", "bad stressor")).outcome is Outcome.FAILED
-    assert workloads.parse("stress-ng", completed(0, "---\n{}\n")).outcome is Outcome.ERROR
+    assert adapters.parse("stress-ng", completed(1, "", "bad stressor")).outcome is Outcome.FAILED
+    assert adapters.parse("stress-ng", completed(0, "---\n{}\n")).outcome is Outcome.ERROR

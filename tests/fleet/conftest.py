@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import results
+from orchestrator.store import rundir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,7 @@ def write_suite(tmp_path: Path, text: str) -> Path:
 
 
 def nightly_argv(suite: Path, results_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.nightly", str(suite),
+    return [sys.executable, "-m", "orchestrator.fleet.nightly", str(suite),
             "--results-dir", str(results_dir), *extra]
 
 
@@ -77,8 +77,8 @@ def run_nightly(suite: Path, results_dir: Path, *extra: str,
 def fake_run(root: Path, suite: str, *, status: str = "done", started: float | None = None,
              outcomes: dict[str, int] | None = None, host: str = "lab1") -> Path:
     """A run directory with only a manifest: enough for listing, baselines and retention."""
-    run_dir = results.new_run_dir(root, suite)
-    results.write_json_atomic(run_dir / results.MANIFEST, {
+    run_dir = rundir.new_run_dir(root, suite)
+    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
         "run_id": run_dir.name, "suite_name": suite, "status": status,
         "started_at": str(started if started is not None else time.time()),
         "outcomes": outcomes if outcomes is not None else {"ok": 3},
@@ -87,5 +87,5 @@ def fake_run(root: Path, suite: str, *, status: str = "done", started: float | N
 
 
 def manifest(run_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((run_dir / results.MANIFEST).read_text())
+    data: dict[str, Any] = json.loads((run_dir / rundir.MANIFEST).read_text())
     return data

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
+from orchestrator.store import rundir
 from tests.fleet.conftest import QUICK_SUITE, ROOT, write_suite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.needs_root]
@@ -193,7 +193,7 @@ def test_provision_nightly_collect_on_a_runner_in_a_namespace(
     install = tmp_path / "runner" / "opt" / "orchestrator"
 
     _playbook(tmp_path, inventory, "provision.yml")
-    assert (install / "orchestrator" / "nightly.py").is_file()
+    assert (install / "orchestrator" / "fleet" / "nightly.py").is_file()
     assert (install / "guest-workloads" / "bin" / "fork-dirty").is_file()
     assert not (install / "results").exists()  # local state is never pushed
     assert (install / ".venv" / "pyvenv.cfg").is_file()
@@ -213,14 +213,14 @@ def test_provision_nightly_collect_on_a_runner_in_a_namespace(
              "-a", str(wrapper))
     log = (tmp_path / "runner" / "log" / "nightly.log").read_text()
     assert "nightly exits 0 (ok)" in log, log[-3000:]
-    [made] = results.list_runs(tmp_path / "runner" / "results")
+    [made] = rundir.list_runs(tmp_path / "runner" / "results")
 
     out = _playbook(tmp_path, inventory, "collect.yml")
     assert "collected 1 run(s)" in out
     fleet = tmp_path / "controller" / "fleet"
     collected = fleet / HOST / made["run_id"]
-    assert results.read_manifest(collected)["status"] == "done"
-    assert (collected / results.TRIALS).is_file()
+    assert rundir.read_manifest(collected)["status"] == "done"
+    assert (collected / rundir.TRIALS).is_file()
     out = _playbook(tmp_path, inventory, "collect.yml")  # nothing new: nothing fetched
     assert "collected 1 run(s)" not in out and "ok=" in out
 
@@ -229,7 +229,7 @@ def test_provision_nightly_collect_on_a_runner_in_a_namespace(
     out = _ansible(tmp_path, "ansible-playbook", "-i", str(inventory),
                    str(ANSIBLE / "fleet-run.yml"), "-e", f"suite={quick}")
     assert "exit 0 (ok)" in out and "collected 1 run(s)" in out
-    [quick_run] = [r for r in results.list_runs(fleet) if r["suite_name"] == "fleet-quick"]
+    [quick_run] = [r for r in rundir.list_runs(fleet) if r["suite_name"] == "fleet-quick"]
     assert quick_run["collected_from"] == HOST and quick_run["status"] == "done"
 
     listing = subprocess.run(

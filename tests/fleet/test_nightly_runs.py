@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
 from orchestrator.errors import ExitCode
+from orchestrator.store import rundir
 from tests.fleet.conftest import (
     LONG_SUITE,
     QUICK_SUITE,
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration]
 def _wait_for_run_dir(root: Path, timeout: float = 120) -> Path:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        runs = results.list_runs(root, hosts=False)
+        runs = rundir.list_runs(root, hosts=False)
         if runs and runs[-1].get("host_conditions") is not None:
             return Path(runs[-1]["path"])
         time.sleep(0.2)
@@ -59,7 +59,7 @@ def test_a_second_nightly_is_refused_while_the_first_holds_the_lock(
     assert first.returncode == ExitCode.INTERRUPTED, err
     assert manifest(run_dir)["status"] == "interrupted"
     # one run only: the refused nightly never started one
-    assert len(results.list_runs(tmp_path / "res")) == 1
+    assert len(rundir.list_runs(tmp_path / "res")) == 1
 
 
 def test_the_deadline_stops_the_run_and_marks_it_interrupted(
@@ -75,7 +75,7 @@ def test_the_deadline_stops_the_run_and_marks_it_interrupted(
     assert "deadline of 20s reached" in done.stderr
     assert "marked interrupted" in done.stderr and "Traceback" not in done.stderr
     assert took < 60  # not the two minutes the suite needs
-    [run] = results.list_runs(tmp_path / "res")
+    [run] = rundir.list_runs(tmp_path / "res")
     assert run["status"] == "interrupted"
     text = log.read_text()
     assert "sending SIGTERM" in text and "run: orchestrate: interrupted" in text
@@ -85,14 +85,14 @@ def test_the_deadline_stops_the_run_and_marks_it_interrupted(
 
 def _slow_down_baseline(run_dir: Path, factor: float) -> None:
     """Make the baseline look `factor` times faster (the new run then looks slower)."""
-    journal = run_dir / results.JOURNAL
+    journal = run_dir / rundir.JOURNAL
     lines = []
     for line in journal.read_text().splitlines():
         rec = json.loads(line)
         rec["metrics"] = [[n, v / factor if u == "us" else v, u] for n, v, u in rec["metrics"]]
         lines.append(json.dumps(rec))
     journal.write_text("\n".join(lines) + "\n")
-    results.finalize_tables(run_dir)
+    rundir.finalize_tables(run_dir)
 
 
 def test_a_regression_against_the_last_good_run_exits_4_and_retention_applies(
@@ -101,19 +101,19 @@ def test_a_regression_against_the_last_good_run_exits_4_and_retention_applies(
     first = run_nightly(suite, res, "--keep", "1")
     assert first.returncode == ExitCode.OK, first.stderr
     assert "nothing to compare with" in first.stdout
-    [baseline] = [Path(r["path"]) for r in results.list_runs(res)]
+    [baseline] = [Path(r["path"]) for r in rundir.list_runs(res)]
     _slow_down_baseline(baseline, 10.0)
 
     second = run_nightly(suite, res, "--keep", "1")
     assert second.returncode == ExitCode.REGRESSION, second.stdout + second.stderr
     assert f"compare {baseline.name} -> " in second.stderr and "REGRESSION" in second.stderr
     # keep 1, but the baseline is never deleted: both runs are there
-    assert len(results.list_runs(res)) == 2
+    assert len(rundir.list_runs(res)) == 2
 
     third = run_nightly(suite, res, "--keep", "1")
     # the regressed run was good (exit 0 of its own), so it is the new baseline; the old
     # baseline is now beyond retention
     assert third.returncode in (ExitCode.OK, ExitCode.REGRESSION), third.stderr
-    left = [Path(r["path"]) for r in results.list_runs(res)]
+    left = [Path(r["path"]) for r in rundir.list_runs(res)]
     assert baseline not in left and len(left) == 2
     assert "retention (keep 1): deleted " + baseline.name in (res / "nightly.log").read_text()

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, nightly, results
+from orchestrator.cli import entry as cli
 from orchestrator.errors import ExitCode
-from orchestrator.lock import run_lock
+from orchestrator.fleet import nightly
+from orchestrator.run.lock import run_lock
+from orchestrator.store import rundir
 from tests.fleet.conftest import fake_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,11 +73,11 @@ def test_retention_never_descends_into_a_fleet_root(tmp_path: Path) -> None:
 def test_a_killed_run_is_marked_interrupted(tmp_path: Path) -> None:
     run = fake_run(tmp_path, "s", status="running")
     nightly.mark_interrupted(run, "nightly deadline 10s (killed)")
-    m = results.read_manifest(run)
+    m = rundir.read_manifest(run)
     assert m["status"] == "interrupted" and "deadline" in m["interrupted_by"]
     done = fake_run(tmp_path, "s", status="done")
     nightly.mark_interrupted(done, "x")
-    assert results.read_manifest(done)["status"] == "done"
+    assert rundir.read_manifest(done)["status"] == "done"
 
 
 def test_a_fleet_root_lists_runs_of_every_host(tmp_path: Path) -> None:
@@ -84,10 +86,10 @@ def test_a_fleet_root_lists_runs_of_every_host(tmp_path: Path) -> None:
     b = fake_run(tmp_path / "lab2", "s", started=300, host="lab2-real-name")
     (tmp_path / "lab1" / "latest").symlink_to(a.name)
     (tmp_path / "empty-host").mkdir()
-    runs = results.list_runs(tmp_path)
+    runs = rundir.list_runs(tmp_path)
     assert [r["path"] for r in runs] == [local, a, b]
     assert [r.get("collected_from") for r in runs] == [None, "lab1", "lab2"]
-    assert [r["path"] for r in results.list_runs(tmp_path, hosts=False)] == [local]
+    assert [r["path"] for r in rundir.list_runs(tmp_path, hosts=False)] == [local]
 
 
 def test_results_lists_a_fleet_root_with_hosts(tmp_path: Path) -> None:
@@ -102,13 +104,13 @@ def test_results_lists_a_fleet_root_with_hosts(tmp_path: Path) -> None:
     assert lines[1].split()[:3] == [f"lab1/{a.name}", "lab1", "done"]
     assert lines[2].split()[:3] == [f"lab2/{b.name}", "lab2", "(lab2-real-name)"]
     # and the name shown resolves to the run
-    assert results.resolve_run(f"lab1/{a.name}", tmp_path) == a.resolve()
+    assert rundir.resolve_run(f"lab1/{a.name}", tmp_path) == a.resolve()
 
 
 def test_a_bad_deadline_is_one_line_and_exit_2(tmp_path: Path) -> None:
     suite = ROOT / "suites" / "native-smoke.yaml"
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.nightly", str(suite), "--results-dir",
+        [sys.executable, "-m", "orchestrator.fleet.nightly", str(suite), "--results-dir",
          str(tmp_path), "--deadline", "soon"], capture_output=True, text=True, timeout=120)
     assert done.returncode == ExitCode.BAD_INPUT
     assert done.stderr.strip().count("\n") == 0
@@ -118,7 +120,7 @@ def test_a_bad_deadline_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_a_missing_suite_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.nightly", str(tmp_path / "nope.yaml"),
+        [sys.executable, "-m", "orchestrator.fleet.nightly", str(tmp_path / "nope.yaml"),
          "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == ExitCode.BAD_INPUT, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
@@ -128,7 +130,7 @@ _BUILD_PARSER = cli.build_parser
 
 
 def _cli_with_nightly() -> argparse.ArgumentParser:
-    """`orchestrate`'s own parser with the nightly verb added, as cli.py registers it."""
+    """`orchestrate`'s own parser with the nightly verb added, as cli/entry.py registers it."""
     parser = _BUILD_PARSER()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if "nightly" not in sub.choices:
@@ -150,7 +152,7 @@ def test_the_verb_refuses_while_another_nightly_holds_the_lock(
         f"nightly: another nightly run holds the lock {private_nightly_lock} "
         f"(pid {os.getpid()} since {err.split(' since ')[1].split(' ')[0]} "
         "nightly held by the test); not starting"]
-    assert results.list_runs(tmp_path) == []  # nothing was started
+    assert rundir.list_runs(tmp_path) == []  # nothing was started
     assert "another nightly run holds the lock" in (tmp_path / "nightly.log").read_text()
 
 
@@ -166,7 +168,7 @@ time.sleep(300)
 DRIVE_RUN_CHILD = """\
 import sys, time
 from pathlib import Path
-from orchestrator import nightly
+from orchestrator.fleet import nightly
 log = nightly.NightlyLog(Path(sys.argv[2]))
 ran = nightly.run_child([sys.executable, sys.argv[1]], log, "run",
                         deadline=time.monotonic() + 3, grace_s=1)
@@ -193,7 +195,7 @@ def test_a_run_deaf_to_sigterm_is_killed_with_what_it_left_behind(tmp_path: Path
 def test_an_unwritable_log_is_one_line_and_exit_3(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.nightly", str(ROOT / "suites/native-smoke.yaml"),
+        [sys.executable, "-m", "orchestrator.fleet.nightly", str(ROOT / "suites/native-smoke.yaml"),
          "--results-dir", str(tmp_path), "--log", str(tmp_path / "file" / "nightly.log")],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == ExitCode.HARNESS_BROKE

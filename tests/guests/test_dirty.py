@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import qemu_direct, results
-from orchestrator.dirty import Interval, parse_intervals, phase_rate, run_trial
 from orchestrator.errors import HarnessError
-from orchestrator.guest import GuestTarget, booted_guest
-from orchestrator.images import Image
-from orchestrator.libvirt_domain import pick_free_port
-from orchestrator.qemu_direct import RunningQemu, migrate_locally
-from orchestrator.results import Outcome
-from orchestrator.ssh import new_run_key
+from orchestrator.guests import qemu_direct
+from orchestrator.guests.guest import GuestTarget, booted_guest
+from orchestrator.guests.images import Image
+from orchestrator.guests.libvirt_domain import pick_free_port
+from orchestrator.guests.qemu_direct import RunningQemu, migrate_locally
+from orchestrator.guests.ssh import new_run_key
+from orchestrator.store import rundir
+from orchestrator.store.rundir import Outcome
+from orchestrator.workloads.dirty import Interval, parse_intervals, phase_rate, run_trial
 from tests.guests.conftest import spec_for
 
 SUITE = """\
@@ -65,7 +66,7 @@ def test_suite_with_dirty_logging_and_a_migration(mini_image: Image, tmp_path: P
                           text=True, timeout=900,
                           env={**os.environ, "ORCH_GUEST_LAUNCHER": "qemu"})
     assert done.returncode == 0, done.stderr[-3000:]
-    run = results.load(tmp_path / "r" / "latest")
+    run = rundir.load(tmp_path / "r" / "latest")
     native = run.trials[run.trials["paging_mode"] == "native"]
     assert set(native["outcome"]) == {"skipped"}  # nothing to log or migrate natively
     guest = run.trials[run.trials["paging_mode"] == "tcg"]
@@ -148,7 +149,7 @@ def test_a_destination_that_cannot_start_is_started_again(
         monkeypatch.setattr(qemu_direct, "pick_free_port",
                             lambda: next(picks, None) or pick_free_port())
         source = domain.process
-        with caplog.at_level(logging.WARNING, logger="orchestrator.qemu_direct"):
+        with caplog.at_level(logging.WARNING, logger="orchestrator.guests.qemu_direct"):
             result = migrate_locally(domain, timeout=120, downtime_ms=300, bandwidth_mib_s=256)
         assert result.status == "completed", result.stats
         (warning,) = [r.getMessage() for r in caplog.records]

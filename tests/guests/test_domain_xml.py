@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from orchestrator.libvirt_domain import METADATA_NS, QEMU_NS, DomainSpec, domain_xml
+from orchestrator.guests.libvirt_domain import METADATA_NS, QEMU_NS, DomainSpec, domain_xml
 
 
 def spec(**over: object) -> DomainSpec:
@@ -67,9 +67,9 @@ def test_hugepages_and_pinning() -> None:
 
 
 def test_nested_lab_rows_still_boot_kvm_domains(tmp_path: Path) -> None:
-    from orchestrator.guest import domain_spec
-    from orchestrator.images import Image
-    from orchestrator.suite import Guest
+    from orchestrator.guests.guest import domain_spec
+    from orchestrator.guests.images import Image
+    from orchestrator.suite.schema import Guest
 
     image = Image("mini", tmp_path, tmp_path / "k", tmp_path / "i", "ssh-ed25519 AAAA", "6.1",
                   "h")
@@ -79,9 +79,9 @@ def test_nested_lab_rows_still_boot_kvm_domains(tmp_path: Path) -> None:
 
 
 def test_dirty_ring_only_on_kvm_guests_that_ask(tmp_path: Path) -> None:
-    from orchestrator.guest import domain_spec
-    from orchestrator.images import Image
-    from orchestrator.suite import Guest
+    from orchestrator.guests.guest import domain_spec
+    from orchestrator.guests.images import Image
+    from orchestrator.suite.schema import Guest
 
     ring = parse(spec(accel="kvm", dirty_ring=4096)).find("features/kvm/dirty-ring")
     assert ring is not None and (ring.get("state"), ring.get("size")) == ("on", "4096")
@@ -95,7 +95,7 @@ def test_dirty_ring_only_on_kvm_guests_that_ask(tmp_path: Path) -> None:
 
 
 def test_a_refused_guest_is_hinted_at_where_the_problem_is() -> None:
-    from orchestrator.libvirt_domain import refusal_hint
+    from orchestrator.guests.libvirt_domain import refusal_hint
 
     opened = refusal_hint("Unable to open file: results/x/logs/console-orch-x.log: "
                           "No such file or directory")

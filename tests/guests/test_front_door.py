@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
-from orchestrator.images import Image
+from orchestrator.guests.images import Image
+from orchestrator.store import rundir
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +29,10 @@ def user_env() -> dict[str, str]:
 
 
 def assert_all_ok_with_guests(run_dir: Path) -> None:
-    manifest = results.read_manifest(run_dir)
+    manifest = rundir.read_manifest(run_dir)
     assert manifest["status"] == "done", manifest.get("outcomes")
     assert manifest["outcomes"] == {"ok": DEFAULT_TRIALS}
-    trials = results.load(run_dir).trials
+    trials = rundir.load(run_dir).trials
     assert set(trials["outcome"]) == {"ok"}
     guest_rows = trials[trials["guest"] != "host"]
     assert len(guest_rows) > 0 and set(guest_rows["accel"]) <= {"kvm", "tcg"}

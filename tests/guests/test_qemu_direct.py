@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
 from orchestrator.errors import BadInput, HarnessError, Unavailable
-from orchestrator.guest import booted_guest, launcher_name
-from orchestrator.images import Image
-from orchestrator.qemu_direct import qemu_argv
-from orchestrator.ssh import new_run_key
+from orchestrator.guests.guest import booted_guest, launcher_name
+from orchestrator.guests.images import Image
+from orchestrator.guests.qemu_direct import qemu_argv
+from orchestrator.guests.ssh import new_run_key
+from orchestrator.store import rundir
 from tests.guests.conftest import spec_for
 
 SUITE = """\
@@ -100,7 +100,7 @@ def test_suite_run_with_the_direct_launcher_interrupted(mini_image: Image,
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=300)
     assert child.returncode == 130, err
-    run = results.load(tmp_path / "r" / "latest")
+    run = rundir.load(tmp_path / "r" / "latest")
     assert run.manifest["status"] == "interrupted"
     assert len(run.trials) >= 2 and set(run.trials["accel"]) == {"tcg"}
     assert run.manifest["guests"]["tcg/mini"]["launcher"] == "qemu"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ExitCode, LockHeld
-from orchestrator.lock import (
+from orchestrator.run.lock import (
     DEFAULT_LOCK_DIR,
     HOLDER_MAX,
     LOCK_DIR_ENV,

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ledger, proc
+from orchestrator import proc
 from orchestrator.errors import HarnessError, LockHeld
-from orchestrator.lock import run_lock
-from orchestrator.paging import kvm_holders, mode_switch_commands, paging_mode, restore_params
+from orchestrator.host.paging import kvm_holders, mode_switch_commands, paging_mode, restore_params
+from orchestrator.run.lock import run_lock
+from orchestrator.store import ledger
 
 
 class FakeModprobe:

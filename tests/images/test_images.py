@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
 from orchestrator.errors import BadInput
-from orchestrator.images import build_debian, build_mini, load_image
+from orchestrator.guests.images import build_debian, build_mini, load_image
+from orchestrator.store import rundir
 from tests.guests.conftest import project_domains
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_debian_image_builds_and_boots(workloads: Path, tmp_path: Path) -> None:
                            "--results-dir", str(tmp_path / "r")], capture_output=True,
                           text=True, timeout=1200)
     assert done.returncode == 0, done.stderr
-    run = results.load(tmp_path / "r" / "latest")
+    run = rundir.load(tmp_path / "r" / "latest")
     assert set(run.trials["outcome"]) == {"ok"}
     assert set(run.trials["kind"]) == {"fork-dirty", "stress-ng"}
     facts = run.manifest["guests"]["tcg/deb"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import images
-from orchestrator.images import (
+from orchestrator.guests import images
+from orchestrator.guests.images import (
     Image,
     build_mini,
     load_from,
@@ -27,8 +27,8 @@ from orchestrator.images import (
     qemu_gid,
     write_cpio,
 )
-from orchestrator.lab import _host_key as lab_host_key
-from orchestrator.ssh import new_run_key
+from orchestrator.guests.ssh import new_run_key
+from orchestrator.lab.l1 import _host_key as lab_host_key
 from tests.images.conftest import User
 
 ROOT = Path(__file__).resolve().parents[2]

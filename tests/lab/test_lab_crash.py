@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import results
-from orchestrator.images import build_mini
-from orchestrator.lab import NPT, Lab, load_kvm, nested_lab
-from orchestrator.lab_run import orchestrate_in_lab, start_inner
-from orchestrator.suite_file import load_suite
+from orchestrator.guests.images import build_mini
+from orchestrator.lab.l1 import NPT, Lab, load_kvm, nested_lab
+from orchestrator.lab.run import orchestrate_in_lab, start_inner
+from orchestrator.store import rundir
+from orchestrator.suite.loader import load_suite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def test_a_run_killed_in_shadow_mode_is_recovered_by_the_next_command(tmp_path: 
         assert kvm["vendor"] == "kvm_amd" and kvm["before"]["tdp"] is True
         assert any(e["kind"] == "process" and e["argv"].startswith("qemu-system-x86_64")
                    for e in entries)
-        assert results.read_manifest(run_dir)["status"] == "running"
+        assert rundir.read_manifest(run_dir)["status"] == "running"
 
         killed = time.monotonic()
         done = orchestrate_in_lab(lab, "doctor", timeout=900)
@@ -91,5 +91,5 @@ def test_a_run_killed_in_shadow_mode_is_recovered_by_the_next_command(tmp_path: 
         assert f"run {run_dir.name}: marked crashed in its manifest" in done.stderr
         assert "KVM module kvm_amd, paging mode tdp" in done.stdout
         assert l1_state(lab) == ("Y", [])
-        manifest = results.read_manifest(run_dir)
+        manifest = rundir.read_manifest(run_dir)
         assert manifest["status"] == "crashed" and "orchestrate doctor" in manifest["crashed_by"]

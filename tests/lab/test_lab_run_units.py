@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator import results
-from orchestrator.lab_run import _collect, inner_script
+from orchestrator.lab.run import _collect, inner_script
+from orchestrator.store import rundir
 
 
 def test_inner_job_is_labelled_nested_and_reports_its_exit_code() -> None:
@@ -29,7 +29,7 @@ def test_collect_moves_the_run_and_records_the_lab(tmp_path: Path) -> None:
     root = tmp_path / "root"
     moved = _collect(share, root, {"npt_before": "Y", "npt_after": "Y", "npt_samples": []})
     assert moved == root / run.name and not run.exists()
-    manifest = results.read_manifest(moved)
+    manifest = rundir.read_manifest(moved)
     assert manifest["lab"]["npt_after"] == "Y" and manifest["status"] == "done"
     assert (moved / "logs" / "lab-inner.log").read_text().startswith("orchestrate:")
     assert (root / "latest").resolve() == moved.resolve()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.images import build_mini
-from orchestrator.lab import NPT, boot_l2, load_kvm, nested_lab
+from orchestrator.guests.images import build_mini
+from orchestrator.lab.l1 import NPT, boot_l2, load_kvm, nested_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator import results
-from orchestrator.compare import compare_tables
+from orchestrator.analysis.compare import compare_tables
+from orchestrator.store import rundir
 from tests.report.conftest import make_run, noisy
 
 
 def verdicts(base: Path, new: Path) -> dict[tuple[str, str], str]:
-    changes = compare_tables(results.load(base).trials, results.load(new).trials, ["pages"])
+    changes = compare_tables(rundir.load(base).trials, rundir.load(new).trials, ["pages"])
     return {(c.cell_id, c.metric): c.verdict for c in changes}
 
 

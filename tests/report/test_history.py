@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import results
-from orchestrator.history import steps
+from orchestrator.analysis.history import steps
+from orchestrator.store import rundir
 from tests.report.conftest import make_run, noisy
 
 
@@ -19,7 +19,7 @@ def nights(tmp_path: Path, factors: list[float]) -> pd.DataFrame:
     runs = [make_run(tmp_path, f"n{i:02d}", noisy(100 + i, sigma=0.04, slow_cell="c-large",
                                                    factor=f), trials=8, started=1e9 + i * 86400)
             for i, f in enumerate(factors)]
-    return pd.concat([results.load(r).trials for r in runs], ignore_index=True)
+    return pd.concat([rundir.load(r).trials for r in runs], ignore_index=True)
 
 
 def test_a_persistent_step_is_detected_at_its_first_night(tmp_path: Path) -> None:
@@ -44,11 +44,11 @@ def test_history_json_names_the_runs_and_the_step(tmp_path: Path) -> None:
     runs = [make_run(tmp_path, f"n{i:02d}", noisy(100 + i, sigma=0.04, slow_cell="c-large",
                                                   factor=f), trials=8, started=1e9 + i * 86400)
             for i, f in enumerate(factors)]
-    (runs[2] / results.MANIFEST).write_text('{"run_id": "n02", "suite_na')  # cut short
-    with (runs[3] / results.JOURNAL).open("a") as fh:
+    (runs[2] / rundir.MANIFEST).write_text('{"run_id": "n02", "suite_na')  # cut short
+    with (runs[3] / rundir.JOURNAL).open("a") as fh:
         fh.write("{not json\n")  # the journal is now newer than the tables, too
-    later = (runs[3] / results.TRIALS).stat().st_mtime_ns + 10**10
-    os.utime(runs[3] / results.JOURNAL, ns=(later, later))
+    later = (runs[3] / rundir.TRIALS).stat().st_mtime_ns + 10**10
+    os.utime(runs[3] / rundir.JOURNAL, ns=(later, later))
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "history", "nightly",
                            "--metric", "fork_us", "--json", "--results-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
@@ -63,7 +63,7 @@ def test_history_json_names_the_runs_and_the_step(tmp_path: Path) -> None:
     [step] = data["steps"]
     assert step["cell_id"] == "tdp-c-large" and step["at_run"].startswith("n05")
     assert step["regression"] and 1.15 < step["ratio"] < 1.35 and data["regressions"] == 1
-    assert str(runs[2] / results.MANIFEST) in done.stderr  # the damaged run, warned once
+    assert str(runs[2] / rundir.MANIFEST) in done.stderr  # the damaged run, warned once
     assert "1 unreadable line(s) skipped: 17 (bad JSON)" in done.stderr
 
 

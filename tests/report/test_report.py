@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.plots import crossings
-from orchestrator.report import write_report
+from orchestrator.analysis.plots import crossings
+from orchestrator.analysis.report import write_report
 from tests.report.conftest import make_run, noisy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_report_of_a_real_run_opens_in_chromium(tmp_path: Path) -> None:
 def test_categorical_sweeps_become_bar_charts(tmp_path: Path) -> None:
     import pandas as pd
 
-    from orchestrator.plots import metric_plots
+    from orchestrator.analysis.plots import metric_plots
 
     table = pd.DataFrame({
         "paging_mode": ["tdp", "tdp", "shadow", "shadow"], "guest": ["g"] * 4,

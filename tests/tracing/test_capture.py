@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from orchestrator.capture import record_argv, recording
+from orchestrator.tracing.capture import record_argv, recording
 
 
 def test_every_thread_of_the_process_is_traced(tmp_path: Path) -> None:

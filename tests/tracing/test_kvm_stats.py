@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator import kvm_stats
-from orchestrator.event_globs import expand_globs
+from orchestrator.tracing import kvm_stats
+from orchestrator.tracing.event_globs import expand_globs
 
 
 def _vm(root: Path, name: str, **counters: int) -> Path:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import proc, timeline
-from orchestrator.plan import make_plan
-from orchestrator.suite_file import parse_suite
-from orchestrator.tracing import PerfTracer
+from orchestrator import proc
+from orchestrator.suite.loader import parse_suite
+from orchestrator.suite.plan import make_plan
+from orchestrator.tracing import timeline
+from orchestrator.tracing.perf import PerfTracer
 
 pytestmark = pytest.mark.needs_root  # the host side is this machine's: its debugfs (root's)
 

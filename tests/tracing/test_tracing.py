@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import proc, results
-from orchestrator.event_globs import expand_globs
-from orchestrator.tracing import (
+from orchestrator import proc
+from orchestrator.store import rundir
+from orchestrator.tracing.event_globs import expand_globs
+from orchestrator.tracing.perf import (
     DEFAULT_GUEST,
     DEFAULT_HOST,
     TraceWindow,
@@ -52,7 +53,7 @@ def test_window_reports_unknown_as_unavailable_never_zero() -> None:
         ("page-faults", 7.0, True), ("nosuch:ev", None, False)]
 
 
-def run_suite(tmp_path: Path, paging: str, extra: str = "") -> results.RunTables:
+def run_suite(tmp_path: Path, paging: str, extra: str = "") -> rundir.RunTables:
     subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
     suite = tmp_path / "s.yaml"
     suite.write_text(f"""\
@@ -69,7 +70,7 @@ timeouts: {{boot: 120s, trial: 60s}}
                            "--results-dir", str(tmp_path / "r")], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    return results.load(tmp_path / "r" / "latest")
+    return rundir.load(tmp_path / "r" / "latest")
 
 
 def assert_page_faults_match(events: object, mode: str) -> None:
@@ -142,7 +143,7 @@ def test_a_tracer_that_dies_mid_trial_marks_the_trial_and_the_run_goes_on(
 
 
 def test_default_event_sets_follow_the_workload_kind() -> None:
-    from orchestrator.tracing import with_defaults
+    from orchestrator.tracing.perf import with_defaults
 
     huge = with_defaults(["default", "sched:sched_switch"], "guest", "hugepage")
     assert huge[:len(DEFAULT_GUEST)] == list(DEFAULT_GUEST)

@@ -1,0 +1,86 @@
+"""Statistics over result tables: per-cell summaries, mode ratios, many runs as one frame.
+
+Reads tables only (never guests, libvirt or SSH). Warm-up and non-ok trials never enter a
+statistic. Intervals are deterministic (order statistics here, a seeded bootstrap in compare),
+so a report is reproducible from its tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.store import rundir
+
+BOOTSTRAP = 2000
+SEED = 20061128  # fixed: the same tables always give the same intervals
+POINT_KEYS = ["paging_mode", "accel", "guest", "workload", "kind"]
+METRIC_KEYS = ["metric", "unit"]
+NOT_METRICS = ("",)
+
+
+def measured(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials that count: ok, not warm-up, with a metric."""
+    keep = (trials["outcome"] == "ok") & ~trials["warmup"].astype(bool)
+    return trials[keep & ~trials["metric"].isin(NOT_METRICS)]
+
+
+def param_columns(trials: pd.DataFrame, manifest_params: Iterable[str]) -> list[str]:
+    return [c for c in manifest_params if c in trials.columns and trials[c].notna().any()]
+
+
+def median_ci(values: np.ndarray) -> tuple[float, float]:
+    """Distribution-free 95% CI of the median from order statistics (binomial ranks).
+
+    Exact for any distribution, cheap for any n; below 6 trials no such interval reaches 95%,
+    so the whole range is given (and flagged by n in the table)."""
+    n = len(values)
+    if n < 2:
+        return (float("nan"), float("nan"))
+    ordered = np.sort(values)
+    half = 1.96 * np.sqrt(n) / 2
+    lo = max(int(np.floor(n / 2 - half)), 0)
+    hi = min(int(np.ceil(n / 2 + half)), n - 1)
+    return float(ordered[lo]), float(ordered[hi])
+
+
+def _stats(arr: np.ndarray) -> dict[str, float]:
+    lo, hi = median_ci(arr)
+    q1, med, q3 = np.percentile(arr, [25, 50, 75])
+    return {"n": len(arr), "median": med, "q1": q1, "q3": q3, "iqr": q3 - q1, "ci_low": lo,
+            "ci_high": hi}
+
+
+def summary(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """One row per point and metric: n, median, quartiles, a 95% CI of the median."""
+    data = measured(trials)
+    keys = [k for k in POINT_KEYS + params + METRIC_KEYS if k in data.columns]
+    rows = [
+        {**dict(zip(keys, key, strict=True)), **_stats(group.to_numpy(dtype=float))}
+        for key, group in data.groupby(keys, dropna=False, sort=True)["value"]
+    ]
+    columns = [*keys, "n", "median", "q1", "q3", "iqr", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def mode_ratios(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """shadow/tdp and tdp/native medians for the same workload point and metric."""
+    keys = ["workload", "kind", *params, "metric", "unit"]
+    # a parameter a kind lacks is NaN: key it as "" so those rows still group (only real
+    # combinations, never the cartesian product of all parameters)
+    keyed = table.astype({p: "object" for p in params}).fillna({p: "" for p in params})
+    wide = keyed.groupby([*keys, "paging_mode"], sort=True)["median"].median().unstack()
+    out = pd.DataFrame(index=wide.index)
+    for num, den in (("shadow", "tdp"), ("tdp", "native"), ("shadow", "native")):
+        if num in wide.columns and den in wide.columns:
+            out[f"{num}/{den}"] = wide[num] / wide[den]
+    return out.dropna(how="all").reset_index()
+
+
+def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Many runs as one DataFrame (notebook API): run_id and host columns, params as columns."""
+    frames = [rundir.load(p).trials for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,114 @@
+"""`orchestrate run`: fresh runs, --resume, --rerun-failed and --replay."""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import BadInput
+from orchestrator.host import host_facts
+from orchestrator.run import runner
+from orchestrator.run.backends import lab_host_backend
+from orchestrator.run.execute import no_tracing
+from orchestrator.run.lock import run_lock
+from orchestrator.run.progress import make_progress
+from orchestrator.store import rundir
+from orchestrator.store.rundir import resolve_run
+from orchestrator.suite.loader import LoadedSuite, load_suite
+from orchestrator.tracing.perf import PerfTracer
+
+DEFAULT_SUITE = Path(__file__).with_name("default_suite.yaml")  # package data, beside this file
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser("run", help="run a suite and record every trial")
+    run.add_argument("suite", type=Path, nargs="?",
+                     help="the suite file (default: the embedded default suite)")
+    run.add_argument("--results-dir", type=Path, default=None,
+                     help="where run directories go, and where --resume/--rerun-failed/"
+                          "--replay look a run up by name (default: ./results or "
+                          "$ORCH_RESULTS)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue a run, skipping trials already recorded")
+    again.add_argument("--rerun-failed", type=Path, metavar="RUN_DIR",
+                       help="re-run only the trials of a run that failed or errored")
+    again.add_argument("--replay", type=Path, metavar="RUN_DIR",
+                       help="run the exact suite of an earlier run again, as a new run")
+    run.add_argument("--force-mode-switch", action="store_true",
+                     help="reload KVM for a paging mode even while other VMs use /dev/kvm "
+                          "(they will break)")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    existing: Path | None = args.resume or args.rerun_failed
+    if existing is not None:
+        run_dir = existing_run(existing, args.results_dir)
+        loaded = _suite_for_existing(args.suite, run_dir)
+        req = _request(loaded, run_dir.parent, args.force_mode_switch)
+        with run_lock(what=f"resume {run_dir.name}"):
+            outcome = runner.resume_run(req, run_dir,
+                                        only_failed=args.rerun_failed is not None)
+    else:
+        loaded = _suite_for_new(args)
+        req = _request(loaded, args.results_dir or rundir.default_root(),
+                       args.force_mode_switch)
+        with run_lock(what=f"suite {loaded.suite.name}"):
+            outcome = runner.start_run(req)
+    _print_summary(outcome)
+    return outcome.exit_code
+
+
+def existing_run(run: Path, results_dir: Path | None) -> Path:
+    """The run that --resume/--rerun-failed continue: a path, or a name (`latest` too) under
+    --results-dir (default ./results or $ORCH_RESULTS). A run outside an explicitly given
+    --results-dir is refused: it would silently write somewhere else than asked."""
+    root = (results_dir or rundir.default_root()).resolve()
+    run_dir = resolve_run(run, root)
+    if results_dir is not None and run_dir.parent != root:
+        raise BadInput(f"{run} is not a run under --results-dir {results_dir} "
+                       f"(it is in {run_dir.parent})",
+                       hint="name the run as it is under --results-dir, or leave --results-dir "
+                            "out: a resumed run stays in its own directory")
+    return run_dir
+
+
+def _suite_for_new(args: argparse.Namespace) -> LoadedSuite:
+    if args.replay is not None:
+        if args.suite is not None:
+            raise BadInput("give either a suite or --replay RUN_DIR, not both",
+                           hint="--replay takes the suite stored in the run's manifest")
+        root = (args.results_dir or rundir.default_root()).resolve()
+        return runner.suite_of_run(resolve_run(args.replay, root))
+    if args.suite is None:
+        print(f"no suite given: running the embedded default suite ({DEFAULT_SUITE})")
+        return load_suite(DEFAULT_SUITE)
+    return load_suite(args.suite)
+
+
+def _suite_for_existing(suite: Path | None, run_dir: Path) -> LoadedSuite:
+    stored = runner.suite_of_run(run_dir)
+    if suite is not None and load_suite(suite).sha256 != stored.sha256:
+        raise BadInput(f"{suite} differs from the suite {run_dir.name} was started with",
+                       hint="resume without naming the suite, or start a new run")
+    return stored
+
+
+def _request(loaded: LoadedSuite, root: Path, force: bool) -> runner.RunRequest:
+    suite = loaded.suite
+    traced = bool(suite.trace.host or suite.trace.guest) or any(w.trace for w in suite.workloads)
+    return runner.RunRequest(
+        loaded=loaded, results_root=root,
+        backend_factory=partial(lab_host_backend, force=force),
+        progress=make_progress(), host_facts=host_facts.collect,
+        tracer=PerfTracer(suite) if traced else no_tracing,
+    )
+
+
+def _print_summary(outcome: runner.RunOutcome) -> None:
+    parts = ", ".join(f"{n} {name}" for name, n in sorted(outcome.counts.items()))
+    print(f"run {outcome.run_dir.name}: {parts or 'no trials'}")
+    print(f"results: {outcome.run_dir}")

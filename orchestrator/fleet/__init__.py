@@ -1,0 +1,1 @@
+"""Unattended runs on a fleet of runners: the nightly wrapper cron starts."""

@@ -1,0 +1,404 @@
+"""The suite file: typed, frozen pydantic models, validated once at the edge.
+
+Every workload parameter may be a scalar or a list; a list is swept. After validation every
+parameter is a non-empty tuple of distinct values, so the planner never sees a bare scalar.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.suite.units import parse_duration, parse_size
+
+T = TypeVar("T")
+
+# Compiled by pydantic's Rust regex engine, which knows \z (end of text) but not Python's \Z;
+# `$` would also end the match before a trailing newline in Python's engine.
+NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}\z"
+PAGE = 4096  # bytes per page: the workloads' `pages` are base pages
+
+
+class RequestedMode(StrEnum):
+    """The paging mode a suite asks for (what a row finally carries is verified separately)."""
+
+    NATIVE = "native"  # on the lab host itself, no virtualization
+    TDP = "tdp"  # two-dimensional paging: Intel EPT / AMD NPT, TDP MMU
+    SHADOW = "shadow"  # KVM's shadow MMU (ept=0 / npt=0)
+    TDP_LEGACY = "tdp-legacy"  # TDP with kvm.tdp_mmu=0 (the legacy MMU walking the TDP tables)
+
+
+class AccelChoice(StrEnum):
+    AUTO = "auto"  # KVM where usable, else TCG with a loud label and warning
+    KVM = "kvm"  # refuse to run guests without KVM
+    TCG = "tcg"  # always TCG (functional checks; timings are not comparable)
+
+
+class ImageKind(StrEnum):
+    """The guest images a suite may name (orchestrator.guests.images builds them)."""
+
+    MINI = "mini"
+    DEBIAN = "debian"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _nonempty_distinct(values: tuple[T, ...]) -> tuple[T, ...]:
+    if not values:
+        raise ValueError("an empty sweep runs nothing: give at least one value")
+    seen: set[T] = set()
+    for value in values:
+        if value in seen:  # named alone, not with the list: a sweep may hold thousands
+            raise ValueError(f"the sweep repeats a value: {value!r}")
+        seen.add(value)
+    return values
+
+
+# A sweepable parameter: a scalar or a list of distinct values, stored as a tuple.
+Sweep = Annotated[tuple[T, ...], BeforeValidator(_as_list), AfterValidator(_nonempty_distinct)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+# ---- workload parameters, one model per guest-workload binary -------------------------------
+
+
+class Params(Frozen):
+    """What every kind's parameters tell the suite checks: the memory its largest point needs."""
+
+    sized_by: ClassVar[str | None] = "pages"  # the parameter that sets the memory, if any
+
+    def peak_bytes(self) -> int:
+        """Bytes the largest point of the sweep touches (what must fit in the guest or host)."""
+        pages: tuple[int, ...] = getattr(self, "pages", (0,))
+        return max(pages) * PAGE
+
+
+class ForkDirtyParams(Params):
+    pages: Sweep[PosInt]
+    ptes_per_table: Sweep[Annotated[int, Field(ge=1, le=512)]] = (512,)
+    cow: Sweep[bool] = (False,)
+
+    def peak_bytes(self) -> int:
+        pages = max(self.pages)
+        copies = 2 if True in self.cow else 1  # with cow the child writes a copy of each page
+        tables = 2 * -(-pages // min(self.ptes_per_table))  # parent's and child's PTE pages
+        return (pages * copies + tables) * PAGE
+
+
+class MprotectParams(Params):
+    pages: Sweep[PosInt]
+    range_pages: Sweep[NonNegInt] = (0,)  # 0 = the whole region
+    iterations: Sweep[PosInt] = (100,)
+
+
+class HugepageBacking(StrEnum):
+    HUGETLB_2M = "hugetlb-2m"
+    HUGETLB_1G = "hugetlb-1g"
+    THP = "thp"
+    SMALL = "small"
+
+
+class HugepageParams(Params):
+    size: Sweep[Size]
+    backing: Sweep[HugepageBacking] = (HugepageBacking.HUGETLB_2M,)
+
+    sized_by = "size"
+
+    def peak_bytes(self) -> int:
+        return max(self.size)
+
+
+class FaultParams(Params):
+    pages: Sweep[PosInt]
+    backing: Sweep[Literal["anon", "file"]] = ("anon",)
+    cache: Sweep[Literal["warm", "cold"]] = ("warm",)
+    order: Sweep[Literal["seq", "random"]] = ("seq",)
+    populate: Sweep[
+        Literal["none", "map-populate", "madv-populate-write", "madv-willneed"]
+    ] = ("none",)
+    seed: Sweep[NonNegInt] = (1,)
+
+
+class DirtierParams(Params):
+    pages: Sweep[PosInt]
+    rate: Sweep[NonNegInt] = (0,)  # pages per second; 0 = flat out
+    duration: Sweep[Seconds] = (5.0,)
+    interval: Sweep[Seconds] = (1.0,)
+
+
+class NoopParams(Params):
+    sized_by = None
+
+
+class DirtyLogParams(Params):
+    """The dirtier in the guest; the host turns dirty logging on for the middle `phase`."""
+
+    pages: Sweep[PosInt]
+    rate: Sweep[NonNegInt] = (0,)  # pages per second; 0 = flat out
+    phase: Sweep[Seconds] = (3.0,)  # seconds of logging off, on, off again
+
+
+class MigrateParams(Params):
+    """The dirtier in the guest while the host live-migrates it to a second QEMU (loopback)."""
+
+    pages: Sweep[PosInt]
+    rate: Sweep[NonNegInt] = (0,)
+    phase: Sweep[Seconds] = (3.0,)  # seconds of dirtying before and after the migration
+    downtime_ms: Sweep[PosInt] = (300,)  # QEMU's downtime-limit
+    bandwidth_mib_s: Sweep[PosInt] = (1024,)  # QEMU's max-bandwidth
+
+
+class StressNgParams(Params):
+    sized_by = None  # stress-ng sizes its own stressors
+    stressor: Sweep[Literal["fork", "forkheavy", "fault", "mprotect", "mmaphuge", "vm", "mmap"]]
+    workers: Sweep[PosInt] = (1,)
+    ops: Sweep[PosInt] = (1000,)  # bogo operations per worker: fixed work, not fixed time
+
+
+class WorkloadBase(Frozen):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    trials: PosInt = 5
+    warmup: NonNegInt = 1
+    trace: TraceSpec | None = None  # overrides the suite's event sets for this workload
+    timeout: Seconds | None = None  # overrides timeouts.trial
+
+
+class ForkDirty(WorkloadBase):
+    kind: Literal["fork-dirty"]
+    params: ForkDirtyParams
+
+
+class Mprotect(WorkloadBase):
+    kind: Literal["mprotect"]
+    params: MprotectParams
+
+
+class Hugepage(WorkloadBase):
+    kind: Literal["hugepage"]
+    params: HugepageParams
+
+
+class Fault(WorkloadBase):
+    kind: Literal["fault"]
+    params: FaultParams
+
+
+class Dirtier(WorkloadBase):
+    kind: Literal["dirtier"]
+    params: DirtierParams
+
+
+class Noop(WorkloadBase):
+    kind: Literal["noop"]
+    params: NoopParams = NoopParams()
+
+
+class StressNg(WorkloadBase):
+    kind: Literal["stress-ng"]
+    params: StressNgParams
+
+
+class DirtyLog(WorkloadBase):
+    kind: Literal["dirty-log"]
+    params: DirtyLogParams
+
+
+class Migrate(WorkloadBase):
+    kind: Literal["migrate"]
+    params: MigrateParams
+
+
+Workload = Annotated[
+    ForkDirty | Mprotect | Hugepage | Fault | Dirtier | Noop | StressNg | DirtyLog | Migrate,
+    Field(discriminator="kind"),
+]
+WORKLOAD_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop", "stress-ng",
+                  "dirty-log", "migrate")
+
+
+# ---- guests, tracing, timeouts, host preparation ---------------------------------------------
+
+
+# x86's COMMAND_LINE_SIZE is 2048 bytes with the terminating NUL. guest.py appends its own
+# arguments after the suite's: console/panic/quiet, the image's boot_args and the run's SSH key
+# in base64 (about 210 bytes together today); the reserve leaves room for them to grow.
+KERNEL_CMDLINE_MAX = 2047
+CMDLINE_RESERVE = 512
+CMDLINE_MAX = KERNEL_CMDLINE_MAX - CMDLINE_RESERVE
+
+
+def _kernel_cmdline(value: str) -> str:
+    control = next((c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0), None)
+    if control is not None:
+        raise ValueError(f"cmdline contains the control character {control!r}: the kernel "
+                         "takes one line of printable words")
+    if value.count('"') % 2:
+        # the kernel would read everything after it, the orchestrator's own arguments too,
+        # as one quoted value: the guest would never get its SSH key
+        raise ValueError("cmdline has an unmatched double quote")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > CMDLINE_MAX:
+        raise ValueError(f"cmdline is {size} bytes, over the {CMDLINE_MAX} left for it (the "
+                         f"kernel takes {KERNEL_CMDLINE_MAX}, the orchestrator appends its own)")
+    return value
+
+
+class GuestHugepages(StrEnum):
+    NONE = "none"
+    H2M = "2M"
+    H1G = "1G"
+
+
+class Guest(Frozen):
+    image: Annotated[str, Field(min_length=1)] = "mini"
+    vcpus: Annotated[int, Field(ge=1, le=256)] = 1
+    memory: Size = 1 << 30
+    hugepages: GuestHugepages = GuestHugepages.NONE
+    cmdline: Annotated[str, AfterValidator(_kernel_cmdline)] = ""
+    cpu_pins: tuple[NonNegInt, ...] | None = None  # host CPUs for vCPU i = cpu_pins[i]
+    # who starts the guest: libvirt, or QEMU directly (needed by `migrate`: libvirt refuses a
+    # same-host migration); auto = $ORCH_GUEST_LAUNCHER, else libvirt
+    launcher: Literal["auto", "libvirt", "qemu"] = "auto"
+    # KVM's dirty ring instead of its dirty bitmap: entries per vCPU (a power of two from
+    # 1024 to 65536), 0 = off. `dirty-log` then measures in QEMU's dirty-ring mode.
+    dirty_ring: NonNegInt = 0
+
+    @field_validator("dirty_ring")
+    @classmethod
+    def _ring_size(cls, value: int) -> int:
+        if value and (value & (value - 1) or not 1024 <= value <= 65536):
+            raise ValueError("dirty_ring must be 0 (off) or a power of two from 1024 to 65536")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_sane(cls, value: int) -> int:
+        if value < 128 << 20 or value % (1 << 20):
+            raise ValueError("guest memory must be a whole number of MiB and at least 128MiB")
+        return value
+
+    @model_validator(mode="after")
+    def _pins_match_vcpus(self) -> Guest:
+        if self.cpu_pins is not None and len(self.cpu_pins) != self.vcpus:
+            raise ValueError(f"cpu_pins names {len(self.cpu_pins)} CPUs for {self.vcpus} vCPUs")
+        return self
+
+
+# A part may not start with `-`: perf would read the name as an option. \Z, not `$`, which also
+# matches before a trailing newline.
+_EVENT_PART = r"[A-Za-z0-9_*?][A-Za-z0-9_*?-]*"
+EVENT_RE = re.compile(rf"{_EVENT_PART}(:{_EVENT_PART})?\Z")
+
+
+def _event_name(name: str) -> str:
+    if not EVENT_RE.match(name):
+        shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
+        raise ValueError(f"{shown} is not an event name like 'kvm:kvm_exit' or 'kvmmmu:*'")
+    return name
+
+
+def _listed_once(values: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError("an event is listed twice")
+    return values
+
+
+# checked one by one, so each bad name is reported at its own position
+EventList = Annotated[tuple[Annotated[str, AfterValidator(_event_name)], ...],
+                      AfterValidator(_listed_once)]
+
+
+class TraceSpec(Frozen):
+    host: EventList = ()
+    guest: EventList = ()
+    # also record the host tracepoints of each point's first measured trial with trace-cmd,
+    # into the run's captures/ directory (`trace-cmd report FILE` lists the events)
+    capture: bool = False
+    # capture on the TSC clock, and put the guest's tracepoints of that trial (traced in the
+    # guest with tracefs) on the host's timeline: captures/<trial>.timeline.parquet
+    timeline: bool = False
+
+
+class Timeouts(Frozen):
+    boot: Seconds = 300.0
+    trial: Seconds = 120.0
+
+
+class ThpMode(StrEnum):
+    ALWAYS = "always"
+    MADVISE = "madvise"
+    NEVER = "never"
+
+
+class HostPrep(Frozen):
+    """Conditions to measure under. Recorded always; applied (and undone) only if apply=true."""
+
+    apply: bool = False
+    thp: ThpMode | None = None
+    hugepages_2m: NonNegInt | None = None
+    # written into cpufreq's sysfs files as root: a governor's name, nothing else
+    governor: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}\z")] | None = None
+
+
+class Suite(Frozen):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    description: str = ""
+    paging: Annotated[tuple[RequestedMode, ...], AfterValidator(_nonempty_distinct)]
+    accel: AccelChoice = AccelChoice.AUTO
+    guests: dict[Annotated[str, Field(pattern=NAME_RE)], Guest] = {}
+    workloads: tuple[Workload, ...]
+    trace: TraceSpec = TraceSpec()
+    timeouts: Timeouts = Timeouts()
+    # a trial whose guest stopped answering runs again in a fresh guest, at most this often
+    # (every attempt stays in the journal; the tables keep the last): for emulated labs
+    lost_guest_retries: Annotated[int, Field(ge=0, le=2)] = 0
+    host_prep: HostPrep = HostPrep()
+
+    @field_validator("workloads")
+    @classmethod
+    def _unique_workload_names(cls, workloads: tuple[WorkloadBase, ...]) -> tuple[Any, ...]:
+        # checked here, not with min_length, so a bad item does not also report "empty"
+        if not workloads:
+            raise ValueError("no workloads: a suite needs at least one")
+        seen: set[str] = set()
+        for workload in workloads:
+            if workload.name in seen:
+                raise ValueError(f"two workloads are named {workload.name!r}")
+            seen.add(workload.name)
+        return workloads
+
+    @model_validator(mode="after")
+    def _guests_for_virtual_modes(self) -> Suite:
+        virtual = [m for m in self.paging if m is not RequestedMode.NATIVE]
+        if virtual and not self.guests:
+            raise ValueError(
+                f"paging modes {[m.value for m in virtual]} run in guests, but no guests are "
+                "defined (add e.g. `guests: {small: {image: mini}}`)"
+            )
+        return self
+
+
+WorkloadBase.model_rebuild()
+for _model in (ForkDirty, Mprotect, Hugepage, Fault, Dirtier, Noop, StressNg):
+    _model.model_rebuild()
+Suite.model_rebuild()
