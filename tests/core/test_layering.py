@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 TABLE_READERS = ["analysis/stats", "analysis/plots", "analysis/report", "analysis/compare",
-                 "analysis/history", "analysis/summary", "store/rundir"]
+                 "analysis/history", "analysis/summary", "store/rundir", "results"]
 GUEST_SIDE = {"libvirt", "paramiko", "orchestrator.guests", "orchestrator.run",
               "orchestrator.lab"}
 

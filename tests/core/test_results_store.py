@@ -100,3 +100,20 @@ def test_sizes_and_durations() -> None:
     for bad_duration in ("300", "0s", "fast"):
         with pytest.raises(ValueError):
             parse_duration(bad_duration)
+
+
+def test_the_readme_recipe_reads_through_the_public_face(tmp_path: Path) -> None:
+    """`from orchestrator import results; results.load(...)`: the README's pandas recipe."""
+    from orchestrator import results
+
+    run_dir = make_run(tmp_path)
+    with rundir.Journal(run_dir) as journal:
+        journal.append(record(0))
+        journal.append(record(1))
+    rundir.update_latest(tmp_path, run_dir)
+    run = results.load(tmp_path / "latest")
+    assert isinstance(run, results.RunTables)
+    fork = run.trials.query("metric == 'fork_us' and not warmup and outcome == 'ok'")
+    assert list(fork["trial"]) == [1]
+    assert [r["path"] for r in results.list_runs(tmp_path)] == [run_dir]
+    assert set(results.__all__) <= set(dir(rundir))
