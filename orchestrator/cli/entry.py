@@ -18,11 +18,10 @@ from types import FrameType
 import shtab
 
 from orchestrator.analysis import compare, history, report, summary
-from orchestrator.cli import gc, run
+from orchestrator.cli import doctor, gc, run
 from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.fleet import nightly
 from orchestrator.guests import images
-from orchestrator.host import accel
 from orchestrator.lab import run as lab_run
 from orchestrator.suite.loader import load_suite
 from orchestrator.suite.plan import make_plan, plan_json
@@ -52,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     summary.add_parser(sub)
     images.add_parser(sub)
-    accel.add_parser(sub)
+    doctor.add_parser(sub)
     gc.add_parser(sub)
     report.add_parser(sub)
     compare.add_parser(sub)
