@@ -1,20 +1,31 @@
-"""The data path flows one way: readers of tables never reach for guests, proc needs no one."""
+"""The data path flows one way: each stage imports only the stages below it (ARCHITECTURE.md),
+readers of tables never reach for guests, proc needs no one."""
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
-TABLE_READERS = ["analysis/stats", "analysis/plots", "analysis/report", "analysis/compare",
-                 "analysis/history", "analysis/summary", "store/rundir", "results"]
-GUEST_SIDE = {"libvirt", "paramiko", "orchestrator.guests", "orchestrator.run",
-              "orchestrator.lab"}
+
+# Lowest first: a module may import its own package and the ones listed before it, never one
+# after it (lazy imports inside functions count too). ARCHITECTURE.md draws the same order.
+ORDER = ["errors", "proc", "paths", "store", "suite", "host", "guests", "workloads", "tracing",
+         "run", "analysis", "lab", "fleet", "cli"]
+# The faces at the top of the package: each hands on one stage's names.
+FACES = {"results": {"store"}, "nightly": {"fleet"}}
+GUEST_SIDE = ("libvirt", "libvirt_qemu", "paramiko", "qemu", "orchestrator.guests",
+              "orchestrator.run", "orchestrator.lab")
+HEAVY = ("libvirt", "libvirt_qemu", "paramiko", "qemu")
 
 
 def imports_of(module: Path) -> set[str]:
+    """Every module named by an import anywhere in the file (inside functions too)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(module.read_text())):
         if isinstance(node, ast.Import):
@@ -25,12 +36,51 @@ def imports_of(module: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", TABLE_READERS)
-def test_table_readers_never_import_guest_machinery(name: str) -> None:
-    module = PACKAGE / f"{name}.py"
-    bad = {i for i in imports_of(module) if any(i == g or i.startswith(g + ".")
-                                                 for g in GUEST_SIDE)}
-    assert not bad, f"{name}.py imports {sorted(bad)}"
+def stage_of(name: str) -> str | None:
+    """'orchestrator.store.rundir.load' -> 'store'; None for what is not ours."""
+    parts = name.split(".")
+    if parts[0] != "orchestrator" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def modules_of(stage: str) -> list[Path]:
+    folder = PACKAGE / stage
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{stage}.py"]
+
+
+def test_every_module_belongs_to_a_stage() -> None:
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert top | folders == set(ORDER) | set(FACES)
+
+
+@pytest.mark.parametrize("stage", ORDER)
+def test_imports_point_down(stage: str) -> None:
+    allowed = set(ORDER[:ORDER.index(stage) + 1])
+    bad = {f"{m.relative_to(PACKAGE)}: {name}" for m in modules_of(stage)
+           for name in imports_of(m) if (s := stage_of(name)) and s not in allowed}
+    assert not bad, f"{stage} imports a stage above it: {sorted(bad)}"
+
+
+@pytest.mark.parametrize("face", sorted(FACES))
+def test_faces_hand_on_one_stage(face: str) -> None:
+    stages = {s for name in imports_of(PACKAGE / f"{face}.py") if (s := stage_of(name))}
+    assert stages <= FACES[face]
+
+
+@pytest.mark.parametrize("stage", ["store", "analysis"])
+def test_table_readers_never_import_guest_machinery(stage: str) -> None:
+    bad = {f"{m.relative_to(PACKAGE)}: {name}" for m in modules_of(stage)
+           for name in imports_of(m)
+           if any(name == g or name.startswith(g + ".") for g in GUEST_SIDE)}
+    assert not bad, f"{stage} imports {sorted(bad)}"
+
+
+def test_analysis_reads_only_the_store() -> None:
+    stages = {s for m in modules_of("analysis") for name in imports_of(m)
+              if (s := stage_of(name))}
+    assert stages <= {"errors", "store", "analysis"}
 
 
 def test_proc_imports_nothing_of_the_package_but_errors() -> None:
@@ -38,8 +88,21 @@ def test_proc_imports_nothing_of_the_package_but_errors() -> None:
     assert ours <= {"orchestrator.errors", "orchestrator.errors.HarnessError"}
 
 
-def test_suite_model_knows_nothing_of_hosts_or_guests() -> None:
-    ours = {i for i in imports_of(PACKAGE / "suite" / "schema.py")
-            if i.startswith("orchestrator")}
-    assert ours <= {"orchestrator.suite.units", "orchestrator.suite.units.parse_duration",
-                    "orchestrator.suite.units.parse_size"}
+def test_suite_knows_nothing_of_hosts_or_guests() -> None:
+    stages = {s for m in modules_of("suite") for name in imports_of(m) if (s := stage_of(name))}
+    assert stages <= {"errors", "suite"}
+
+
+def test_importing_the_readers_loads_no_guest_machinery() -> None:
+    """What `from orchestrator import results` or a report pulls in, measured in a fresh
+    interpreter: no libvirt, paramiko or QEMU (a pandas user on a laptop has none of them)."""
+    readers = ["orchestrator.results", "orchestrator.store.rundir", "orchestrator.store.ledger",
+               "orchestrator.analysis",
+               *(f"orchestrator.analysis.{m.stem}" for m in modules_of("analysis")
+                 if m.stem != "__init__")]
+    code = (f"import importlib, json, sys\nfor name in {readers!r}:\n"
+            "    importlib.import_module(name)\n"
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert json.loads(done.stdout) == []
