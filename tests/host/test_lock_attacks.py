@@ -304,7 +304,7 @@ def test_an_explicit_lock_in_an_unsticky_shared_directory_is_refused(tmp_path: P
 # ---- what stays: exclusion, exit 5, the kernel frees a dead holder's lock ------------------
 
 
-HOLD = ("import sys, time\nfrom pathlib import Path\nfrom orchestrator.lock import run_lock\n"
+HOLD = ("import sys, time\nfrom pathlib import Path\nfrom orchestrator.run.lock import run_lock\n"
         "with run_lock(Path(sys.argv[1]), what='the other run'):\n"
         "    print('held', flush=True)\n    time.sleep(120)\n")
 
