@@ -15,6 +15,8 @@ fast tier unnoticed.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,13 @@ def private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "orchestrator-state"
     monkeypatch.setenv("ORCH_STATE_DIR", str(state))
     return state
+
+
+@pytest.fixture(autouse=True)
+def our_log_level_restored() -> Iterator[None]:
+    """A test that calls cli.main in-process sets the `orchestrator` logger's level for the
+    whole pytest process (INFO): put it back, so later tests capture what they always did."""
+    ours = logging.getLogger("orchestrator")
+    level = ours.level
+    yield
+    ours.setLevel(level)
