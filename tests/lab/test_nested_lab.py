@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.guests.images import build_mini
-from orchestrator.lab.l1 import NPT, boot_l2, load_kvm, nested_lab
+from orchestrator.guests.images import Image, build_mini
+from orchestrator.lab.l1 import NPT, LabLost, boot_l2, load_kvm, nested_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
+L1_ATTEMPTS = 3
 
 
-def test_l1_switches_npt_and_boots_l2_under_kvm_in_both_modes(tmp_path: Path) -> None:
-    subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
-    image = build_mini()
-    with nested_lab(tmp_path / "lab") as lab:
+def switch_and_boot(workdir: Path, image: Image) -> None:
+    with nested_lab(workdir) as lab:
         assert "svm" in lab.run(["grep", "-m1", "-o", "-w", "svm", "/proc/cpuinfo"],
                                 timeout=60).stdout
         for npt, expected in ((True, "Y"), (False, "N"), (True, "Y")):
@@ -28,5 +27,21 @@ def test_l1_switches_npt_and_boots_l2_under_kvm_in_both_modes(tmp_path: Path) ->
             assert done.returncode == 0, done.stderr[-500:]
             assert "Run /bin/busybox as init process" in done.stdout
             assert "reboot: Power down" in done.stdout
-    assert not subprocess.run(["pgrep", "-f", f"path={tmp_path / 'lab'}"],
-                              capture_output=True).stdout  # L1 is gone
+
+
+def test_l1_switches_npt_and_boots_l2_under_kvm_in_both_modes(tmp_path: Path) -> None:
+    """Tried again in a fresh L1 if the emulated L1 itself dies or hangs (LabLost), as the lab
+    run tests do: a TCG-emulated L1 has been seen to stop answering mid-L2-boot (CI, once),
+    an emulator fault and not the behaviour under test. How it died is printed."""
+    subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
+    image = build_mini()
+    for attempt in range(1, L1_ATTEMPTS):
+        try:
+            switch_and_boot(tmp_path / f"lab-{attempt}", image)
+            break
+        except LabLost as lost:
+            print(f"L1 died (attempt {attempt}), trying in a fresh one: {lost}")
+    else:
+        switch_and_boot(tmp_path / "lab-last", image)
+    assert not subprocess.run(["pgrep", "-f", f"path={tmp_path}/lab"],
+                              capture_output=True).stdout  # every L1 is gone
