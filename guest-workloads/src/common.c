@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -90,17 +91,19 @@ void parse_args(int argc, char **argv, struct opt *opts, size_t n, struct common
 {
 	common->trials = 1;
 	common->warmup = 0;
+	common->cpu = -1;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-			printf("usage: %s %s [--trials N] [--warmup W]\n", prog, usage);
+			printf("usage: %s %s [--trials N] [--warmup W] [--cpu C]\n", prog, usage);
 			exit(0);
 		}
 		if (strncmp(arg, "--", 2) != 0)
 			usage_error("unexpected argument '%s'", arg);
 		const char *name = arg + 2;
 		struct opt *o = find(opts, n, name);
-		int is_common = strcmp(name, "trials") == 0 || strcmp(name, "warmup") == 0;
+		int is_common = strcmp(name, "trials") == 0 || strcmp(name, "warmup") == 0 ||
+				strcmp(name, "cpu") == 0;
 		if (!o && !is_common)
 			usage_error("unknown option '%s'", arg);
 		if (o && o->kind == OPT_FLAG) {
@@ -112,7 +115,9 @@ void parse_args(int argc, char **argv, struct opt *opts, size_t n, struct common
 		const char *value = argv[++i];
 		if (is_common) {
 			long v = parse_long(name, value);
-			if (name[0] == 't') common->trials = v; else common->warmup = v;
+			if (name[0] == 't') common->trials = v;
+			else if (name[0] == 'w') common->warmup = v;
+			else common->cpu = v;
 		} else {
 			store(o, value);
 		}
@@ -122,6 +127,20 @@ void parse_args(int argc, char **argv, struct opt *opts, size_t n, struct common
 			usage_error("--%s is required", opts[i].name);
 	require_range("trials", common->trials, 1, 1000000);
 	require_range("warmup", common->warmup, 0, 1000000);
+	if (common->cpu >= 0)
+		pin_to_cpu(common->cpu);
+}
+
+/* Pinning keeps the parent and its forked child on one known CPU, so a migration between
+ * CPUs (and its cache refill) is not part of what is timed. */
+void pin_to_cpu(long cpu)
+{
+	cpu_set_t set;
+	require_range("cpu", cpu, 0, CPU_SETSIZE - 1);
+	CPU_ZERO(&set);
+	CPU_SET((int)cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) != 0)
+		usage_error("--cpu %ld: cannot run there (%s)", cpu, strerror(errno));
 }
 
 void require_range(const char *name, long value, long lo, long hi)

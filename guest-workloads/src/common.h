@@ -16,6 +16,7 @@
 struct common_opts {
 	long trials;
 	long warmup;
+	long cpu; /* -1: not pinned; else the measuring process (and the children it forks) run there */
 };
 
 /* A parsed option table entry: name without dashes, kind, destination. */
@@ -34,6 +35,7 @@ void usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1
 void parse_args(int argc, char **argv, struct opt *opts, size_t n, struct common_opts *common,
 		const char *usage);
 void require_range(const char *name, long value, long lo, long hi);
+void pin_to_cpu(long cpu);
 
 double now_us(void);
 

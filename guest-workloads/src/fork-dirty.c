@@ -67,7 +67,10 @@ static int one_trial(const struct layout *l, long trial, int warmup, int cow,
 		_exit(0);
 	}
 	int status;
-	waitpid(pid, &status, 0);
+	if (waitpid(pid, &status, 0) != pid) {
+		emit_note("error", "waitpid failed");
+		return EXIT_FAILED;
+	}
 	double t2 = now_us();
 	usage_take(&after);
 	if (cow) {

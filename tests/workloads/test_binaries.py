@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -153,3 +156,48 @@ def test_dirtier_holds_its_rate(bin_dir: Path) -> None:
     assert len(intervals) >= 3
     total = trials(lines)[0]
     assert 0.8 * 10000 < metric(total, "pages_per_s") < 1.05 * 10000
+
+
+def _while_running(argv: list[str], look: Callable[[int], str]) -> str:
+    """What `look(pid)` reads from a workload's /proc entry half a second into its run."""
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        return look(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("cpu", sorted(os.sched_getaffinity(0))[:2])
+def test_cpu_pins_the_measuring_process(bin_dir: Path, cpu: int) -> None:
+    argv = [str(bin_dir / "dirtier"), "--pages", "16", "--duration", "5", "--cpu", str(cpu)]
+    status = _while_running(argv, lambda pid: Path(f"/proc/{pid}/status").read_text())
+    assert f"Cpus_allowed_list:\t{cpu}\n" in status
+    line = trials(run_json(bin_dir / "fork-dirty", "--pages", "64", "--cpu", str(cpu)))[0]
+    assert metric(line, "fork_us") > 0
+
+
+def test_cpu_that_does_not_exist_is_a_usage_error(bin_dir: Path) -> None:
+    done = subprocess.run([str(bin_dir / "noop"), "--cpu", "1023"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("noop: error: --cpu 1023: cannot run there")
+
+
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.mark.needs_root
+def test_mprotect_times_small_pages_even_when_thp_is_always(bin_dir: Path) -> None:
+    """The host's THP setting must not choose what mprotect times: 4 KiB PTEs, always."""
+    before = THP.read_text().split("[")[1].split("]")[0]
+    try:
+        THP.write_text("always")
+        argv = [str(bin_dir / "mprotect"), "--pages", "8192", "--iterations", "1000000"]
+        rollup = _while_running(argv, lambda pid: Path(f"/proc/{pid}/smaps_rollup").read_text())
+    finally:
+        THP.write_text(before)
+    huge_kb = int(rollup.split("AnonHugePages:")[1].split()[0])
+    assert huge_kb == 0, rollup
