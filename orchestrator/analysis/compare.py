@@ -1,30 +1,59 @@
-"""`orchestrate compare BASE NEW`: per cell, did the new run get slower, with statistics?
+"""`orchestrate compare BASE NEW`: per cell and metric, did the new run get worse?
 
-A change is flagged only when it is both significant (the bootstrap CI of the ratio of medians
-excludes 1 and a Mann-Whitney test agrees) and larger than the threshold (default 5%). The
-direction of "worse" comes from the unit: times are worse higher, rates worse lower, counts
-are reported but never called a regression.
+Only comparable runs are compared (`compatibility`: same suite, host, accelerator, verified
+paging modes, kernels, QEMU and guests, unless `--allow` names the difference being judged or
+`--force` accepts them all, loudly). Every cell of either run is accounted for: one measured on
+both sides gets statistics; one that ran ok in the base and not in the new run (errors, skips,
+missing) is `lost`, a failure like a regression; one only in the new run is `new`.
+
+A change is flagged only when all of these hold:
+- significant after controlling the false-discovery rate over every cell tested (two-sided
+  Mann-Whitney p-values, Benjamini-Hochberg q < 0.05);
+- the 95% BCa bootstrap interval of the ratio of medians (new/base) excludes 1;
+- larger than `--threshold` and than this host's run-to-run noise for the cell (3 robust
+  standard deviations of the medians of earlier runs of the suite on this host, when at least
+  three exist under the results directory).
+Times (ns..s) are worse higher, rates (pages/s, ...) worse lower; counts and other units are
+`changed`, never a regression; counters that are zero on both sides are `no signal`.
+Exit 0: nothing worse; 4: a regression or a lost cell; 2: the runs are not comparable.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.stats import BOOTSTRAP, SEED, measured
+from orchestrator.analysis import compatibility, noise
+from orchestrator.analysis.intervals import ratio_interval
+from orchestrator.analysis.stats import measured
+from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import rundir
 
+log = logging.getLogger(__name__)
+
 TIME_UNITS = {"ns", "us", "ms", "s"}
-RATE_UNITS = {"pages/s", "ops/s"}
 ALPHA = 0.05
 MIN_TRIALS = 3
+NOISE_SIGMAS = 3.0
+SCHEMA = "orchestrate.compare/1"
+TESTED = ("regression", "improvement", "unchanged", "changed")
+WORSE = ("regression", "lost")
+
+
+def higher_is_worse(unit: str) -> bool | None:
+    """True for times, False for rates (anything per second), None for counts and the rest."""
+    if unit in TIME_UNITS:
+        return True
+    if unit.endswith("/s"):
+        return False
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,71 +65,123 @@ class Change:
     metric: str
     unit: str
     params: str
+    base_n: int
+    new_n: int
     base_median: float
     new_median: float
     ratio: float
     ci_low: float
     ci_high: float
     p_value: float
-    verdict: str  # regression | improvement | unchanged | changed (counts) | too few trials
+    q_value: float  # Benjamini-Hochberg over every cell tested in this comparison
+    noise: float  # this host's relative run-to-run noise for the cell; NaN when unknown
+    verdict: str  # regression | improvement | unchanged | changed | no signal | too few trials
+    #               | lost | new
 
 
-def higher_is_worse(unit: str) -> bool | None:
-    if unit in TIME_UNITS:
-        return True
-    if unit in RATE_UNITS:
-        return False
-    return None
+def _describe(row: pd.Series, params: list[str]) -> str:
+    return " ".join(f"{p}={row[p]}" for p in params if p in row and pd.notna(row[p]))
 
 
-def ratio_ci(base: np.ndarray, new: np.ndarray) -> tuple[float, float]:
-    rng = np.random.default_rng(SEED)
-    b = np.median(rng.choice(base, size=(BOOTSTRAP, len(base))), axis=1)
-    n = np.median(rng.choice(new, size=(BOOTSTRAP, len(new))), axis=1)
-    ratios = n / b
-    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+def _blank(rows: pd.DataFrame, params: list[str], verdict: str, base_n: int = 0,
+           new_n: int = 0) -> Change:
+    first = rows.iloc[0]
+    nan = float("nan")
+    return Change(str(first["cell_id"]), str(first["paging_mode"]), str(first["guest"]),
+                  str(first["workload"]), str(first["metric"]), str(first["unit"]),
+                  _describe(first, params), base_n, new_n, nan, nan, nan, nan, nan, nan, nan,
+                  nan, verdict)
 
 
-def _verdict(ratio: float, lo: float, hi: float, p: float, unit: str, threshold: float) -> str:
-    significant = (lo > 1 or hi < 1) and p < ALPHA and abs(ratio - 1) > threshold
-    if not significant:
-        return "unchanged"
-    worse = higher_is_worse(unit)
-    if worse is None:
-        return "changed"
-    return "regression" if (ratio > 1) == worse else "improvement"
+def _tested(bv: np.ndarray, nv: np.ndarray, rows: pd.DataFrame, params: list[str]) -> Change:
+    from scipy.stats import mannwhitneyu  # slow to import: only when comparing
+
+    change = _blank(rows, params, "unchanged", len(bv), len(nv))
+    bm, nm = float(np.median(bv)), float(np.median(nv))
+    interval = ratio_interval(nv, bv)
+    p = float(mannwhitneyu(bv, nv, alternative="two-sided").pvalue)
+    return replace(change, base_median=bm, new_median=nm, ratio=nm / bm, ci_low=interval.low,
+                   ci_high=interval.high, p_value=p)
+
+
+def _cell(base: pd.DataFrame, new: pd.DataFrame, params: list[str]) -> Change:
+    """One (cell, metric): tested, or why it cannot be."""
+    bv = base["value"].to_numpy(float) if not base.empty else np.array([])
+    nv = new["value"].to_numpy(float) if not new.empty else np.array([])
+    rows = new if not new.empty else base
+    if base.empty:
+        return _blank(rows, params, "new", 0, len(nv))
+    if new.empty:
+        return _blank(rows, params, "lost", len(bv), 0)
+    if not np.any(bv) and not np.any(nv):
+        return _blank(rows, params, "no signal", len(bv), len(nv))
+    if min(len(bv), len(nv)) < MIN_TRIALS or np.median(bv) == 0:
+        return _blank(rows, params, "too few trials", len(bv), len(nv))
+    return _tested(bv, nv, rows, params)
+
+
+def _identities(trials: pd.DataFrame) -> pd.DataFrame:
+    """Every (cell, metric) the run planned and reached a metric for, ok or not."""
+    known = trials[trials["metric"].fillna("") != ""]
+    return known.drop_duplicates(["cell_id", "metric"])
 
 
 def compare_tables(base: pd.DataFrame, new: pd.DataFrame, params: list[str],
-                   threshold: float = 0.05) -> list[Change]:
+                   threshold: float = 0.05,
+                   noise_by_cell: dict[tuple[str, str], float] | None = None) -> list[Change]:
     b, n = measured(base), measured(new)
+    keys = pd.concat([_identities(base)[["cell_id", "metric"]],
+                      _identities(new)[["cell_id", "metric"]]]).drop_duplicates()
+    b_groups = dict(tuple(b.groupby(["cell_id", "metric"])))
+    n_groups = dict(tuple(n.groupby(["cell_id", "metric"])))
+    empty = b.iloc[0:0]
     changes = []
-    for (cell, metric), new_rows in n.groupby(["cell_id", "metric"]):
-        base_rows = b[(b["cell_id"] == cell) & (b["metric"] == metric)]
-        if base_rows.empty:
-            continue
-        changes.append(_change(base_rows, new_rows, params, threshold))
-    return changes
+    for cell, metric in keys.itertuples(index=False):
+        key = (cell, metric)
+        base_rows, new_rows = b_groups.get(key, empty), n_groups.get(key, empty)
+        if base_rows.empty and new_rows.empty:
+            continue  # never measured on either side (a skipped or failed cell both times)
+        changes.append(_cell(base_rows, new_rows, params))
+    return judge(changes, threshold, noise_by_cell or {})
 
 
-def _change(base_rows: pd.DataFrame, new_rows: pd.DataFrame, params: list[str],
-            threshold: float) -> Change:
-    first = new_rows.iloc[0]
-    bv, nv = base_rows["value"].to_numpy(float), new_rows["value"].to_numpy(float)
-    bm, nm = float(np.median(bv)), float(np.median(nv))
-    ratio = nm / bm if bm else float("nan")
-    described = " ".join(f"{p}={first[p]}" for p in params if pd.notna(first.get(p)))
-    if min(len(bv), len(nv)) < MIN_TRIALS or not bm:
-        verdict, lo, hi, p = "too few trials", float("nan"), float("nan"), float("nan")
-    else:
-        lo, hi = ratio_ci(bv, nv)
-        from scipy.stats import mannwhitneyu  # slow to import: only when comparing
+def judge(changes: list[Change], threshold: float,
+          noise_by_cell: dict[tuple[str, str], float]) -> list[Change]:
+    """q-values over the tested cells, then each tested cell's verdict."""
+    from scipy.stats import false_discovery_control
 
-        p = float(mannwhitneyu(bv, nv, alternative="two-sided").pvalue)
-        verdict = _verdict(ratio, lo, hi, p, str(first["unit"]), threshold)
-    return Change(str(first["cell_id"]), str(first["paging_mode"]), str(first["guest"]),
-                  str(first["workload"]), str(first["metric"]), str(first["unit"]), described,
-                  bm, nm, ratio, lo, hi, p, verdict)
+    tested = [i for i, c in enumerate(changes) if c.verdict in TESTED]
+    if not tested:
+        return changes
+    q = false_discovery_control([changes[i].p_value for i in tested], method="bh")
+    out = list(changes)
+    for i, q_value in zip(tested, q, strict=True):
+        c = out[i]
+        relative_noise = noise_by_cell.get((c.cell_id, c.metric), float("nan"))
+        c = replace(c, q_value=float(q_value), noise=relative_noise)
+        out[i] = replace(c, verdict=_verdict(c, threshold))
+    return out
+
+
+def _verdict(c: Change, threshold: float) -> str:
+    floor = max(threshold, NOISE_SIGMAS * c.noise if np.isfinite(c.noise) else 0.0)
+    excludes_one = c.ci_low > 1 or c.ci_high < 1
+    if not (c.q_value < ALPHA and excludes_one and abs(c.ratio - 1) > floor):
+        return "unchanged"
+    worse = higher_is_worse(c.unit)
+    if worse is None:
+        return "changed"
+    return "regression" if (c.ratio > 1) == worse else "improvement"
+
+
+def smallest_possible_p(n_base: int, n_new: int) -> float:
+    """A two-sided Mann-Whitney test on n and m trials can never go below 2 / C(n+m, n)."""
+    from math import comb
+
+    return 2 / comb(n_base + n_new, n_base)
+
+
+# ---- the verb ------------------------------------------------------------------------------
 
 
 def add_parser(sub: Any) -> None:
@@ -109,39 +190,94 @@ def add_parser(sub: Any) -> None:
     cmd.add_argument("new", help="the run to judge")
     cmd.add_argument("--threshold", type=float, default=0.05,
                      help="smallest relative change worth flagging (default 0.05 = 5%%)")
+    cmd.add_argument("--allow", action="append", default=[], choices=compatibility.KEYS,
+                     metavar="KEY", help="a difference between the runs that is the change "
+                     "being judged, e.g. host-kernel or qemu (repeatable; keys: "
+                     + ", ".join(compatibility.KEYS) + ")")
+    cmd.add_argument("--force", action="store_true",
+                     help="compare runs that differ in more than the judged change (warns)")
     cmd.add_argument("--json", action="store_true", help="machine-readable output")
-    cmd.add_argument("--results-dir", default=None, help="where run names are looked up")
+    cmd.add_argument("--results-dir", default=None,
+                     help="where run names and earlier runs (for the noise) are looked up")
     cmd.set_defaults(func=cmd_compare)
+
+
+def _checked_differences(args: argparse.Namespace, base: rundir.RunTables,
+                         new: rundir.RunTables) -> list[compatibility.Difference]:
+    found = compatibility.differences(base.manifest, new.manifest, base.trials, new.trials)
+    unexpected = [d for d in found if d.key not in args.allow]
+    if unexpected and not args.force:
+        raise BadInput("the runs differ in more than the change being judged: "
+                       + "; ".join(d.text for d in unexpected),
+                       hint="name the judged change with --allow KEY ("
+                       + ", ".join(sorted({d.key for d in unexpected}))
+                       + "), or --force to compare anyway")
+    for d in unexpected:
+        log.warning("comparing anyway (--force): %s", d.text)
+    return found
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     if not 0 <= args.threshold < 10:
         raise BadInput(f"--threshold {args.threshold} is not a fraction",
                        hint="5%% is --threshold 0.05")
-    root = rundir.default_root() if args.results_dir is None else args.results_dir
+    root = Path(rundir.default_root() if args.results_dir is None else args.results_dir)
     base, new = rundir.load(args.base, root), rundir.load(args.new, root)
+    found = _checked_differences(args, base, new)
     params = sorted(set(base.manifest.get("param_columns", {}))
                     | set(new.manifest.get("param_columns", {})))
-    changes = compare_tables(base.trials, new.trials, params, args.threshold)
-    regressions = [c for c in changes if c.verdict == "regression"]
+    noise_by_cell = noise.host_noise(root, base.manifest, exclude={new.manifest["run_id"]})
+    changes = compare_tables(base.trials, new.trials, params, args.threshold, noise_by_cell)
+    worse = [c for c in changes if c.verdict in WORSE]
     if args.json:
-        json.dump({"base": base.manifest["run_id"], "new": new.manifest["run_id"],
-                   "threshold": args.threshold, "regressions": len(regressions),
-                   "unreadable_lines": {"base": base.unreadable, "new": new.unreadable},
-                   "changes": [asdict(c) for c in changes]}, sys.stdout, indent=1)
-        print()
+        print_json({"schema": SCHEMA, "base": base.manifest["run_id"],
+                    "new": new.manifest["run_id"], "threshold": args.threshold,
+                    "alpha_fdr": ALPHA, "differences": [asdict(d) for d in found],
+                    "regressions": sum(c.verdict == "regression" for c in changes),
+                    "lost": sum(c.verdict == "lost" for c in changes),
+                    "unreadable_lines": {"base": base.unreadable, "new": new.unreadable},
+                    "changes": [asdict(c) for c in changes]})
     else:
-        _print(changes, base.manifest["run_id"], new.manifest["run_id"])
-    return ExitCode.REGRESSION if regressions else ExitCode.OK
+        _print(changes, base.manifest["run_id"], new.manifest["run_id"], found, args.allow)
+    return ExitCode.REGRESSION if worse else ExitCode.OK
 
 
-def _print(changes: list[Change], base: str, new: str) -> None:
-    print(f"compare {base} -> {new}: {len(changes)} cells")
+def _print(changes: list[Change], base: str, new: str,
+           found: list[compatibility.Difference], allowed: list[str]) -> None:
+    tested = [c for c in changes if c.verdict in TESTED]
+    print(f"compare {base} -> {new}: {len(changes)} cell metrics, {len(tested)} tested "
+          f"(Benjamini-Hochberg q < {ALPHA}, 95% BCa interval of the ratio of medians)")
+    for d in found:
+        judged = "the change being judged" if d.key in allowed else "DIFFERS (--force)"
+        print(f"  {judged}: {d.text}")
     for c in changes:
-        if c.verdict in ("unchanged",):
+        if c.verdict in ("unchanged", "no signal"):
             continue
-        print(f"  {c.verdict:12} {c.paging_mode}/{c.guest} {c.workload} {c.params} {c.metric}: "
-              f"{c.base_median:.4g} -> {c.new_median:.4g} {c.unit} (x{c.ratio:.3f}, 95% CI "
-              f"{c.ci_low:.3f}..{c.ci_high:.3f}, p={c.p_value:.3g})")
-    flagged = sum(c.verdict == "regression" for c in changes)
-    print(f"{flagged} regression(s)")
+        print("  " + _line(c))
+    _power_note(tested)
+    counts = {v: sum(c.verdict == v for c in changes) for v in ("regression", "lost", "new")}
+    print(f"{counts['regression']} regression(s), {counts['lost']} lost cell(s), "
+          f"{counts['new']} new cell(s)")
+
+
+def _line(c: Change) -> str:
+    where = f"{c.paging_mode}/{c.guest} {c.workload} {c.params} {c.metric}".replace("  ", " ")
+    if c.verdict in ("lost", "new", "too few trials"):
+        return f"{c.verdict:12} {where} (trials measured: base {c.base_n}, new {c.new_n})"
+    noise_text = f", host noise {c.noise:.1%}" if np.isfinite(c.noise) else ""
+    return (f"{c.verdict:12} {where}: {c.base_median:.4g} -> {c.new_median:.4g} {c.unit} "
+            f"(x{c.ratio:.3f}, 95% CI {c.ci_low:.3f}..{c.ci_high:.3f}, p={c.p_value:.2g}, "
+            f"q={c.q_value:.2g}{noise_text})")
+
+
+def _power_note(tested: list[Change]) -> None:
+    """Say when the trial counts make a single cell's change undetectable after the FDR."""
+    if not tested:
+        return
+    n_base = min(c.base_n for c in tested)
+    n_new = min(c.new_n for c in tested)
+    best_q = smallest_possible_p(n_base, n_new) * len(tested)
+    if best_q >= ALPHA:
+        print(f"  note: with {n_base} vs {n_new} trials a cell's p-value is at least "
+              f"{smallest_possible_p(n_base, n_new):.2g}; over {len(tested)} tested cells a "
+              "change in one cell alone cannot reach q < 0.05: run more trials")

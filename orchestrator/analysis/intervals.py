@@ -9,8 +9,10 @@ Binomial(n, 1/2), so the k-th smallest and k-th largest trials cover it with pro
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import stats
@@ -83,14 +85,18 @@ def ratio_interval(num: Sequence[float] | np.ndarray, den: Sequence[float] | np.
     method = f"BCa bootstrap of the ratio of medians ({RESAMPLES} resamples)"
     if min(len(a), len(b)) < 3 or np.median(b) == 0:
         return Interval(float("nan"), float("nan"), 0.0, False, method)
-    result = stats.bootstrap((a, b), _ratio_of_medians, n_resamples=RESAMPLES,
-                             confidence_level=level, method="BCa", vectorized=True,
-                             random_state=np.random.default_rng(SEED))
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    low, high = _bootstrap(a, b, level, "BCa")
     if np.isnan(low) or np.isnan(high):  # BCa degenerates when every resample ties
-        result = stats.bootstrap((a, b), _ratio_of_medians, n_resamples=RESAMPLES,
-                                 confidence_level=level, method="percentile",
-                                 vectorized=True, random_state=np.random.default_rng(SEED))
         method = f"percentile bootstrap of the ratio of medians ({RESAMPLES} resamples)"
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+        low, high = _bootstrap(a, b, level, "percentile")
     return Interval(low, high, level, True, method)
+
+
+def _bootstrap(a: np.ndarray, b: np.ndarray, level: float,
+               method: Literal["BCa", "percentile"]) -> tuple[float, float]:
+    with warnings.catch_warnings():  # a degenerate BCa is detected by its NaN bounds
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((a, b), _ratio_of_medians, n_resamples=RESAMPLES,
+                                 confidence_level=level, method=method, vectorized=True,
+                                 random_state=np.random.default_rng(SEED))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

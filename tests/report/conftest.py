@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,21 +16,27 @@ CELLS = {"c-small": 1280, "c-large": 128000}
 
 
 def make_run(root: Path, name: str, values: Callable[[str, int], float], *, trials: int = 12,
-             mode: str = "tdp", started: float | None = None, suite: str = "nightly") -> Path:
+             mode: str = "tdp", started: float | None = None, suite: str = "nightly",
+             failing: frozenset[str] = frozenset(), counter: float = 3.0,
+             manifest: dict[str, Any] | None = None) -> Path:
+    """A run of CELLS; the cells named in `failing` error out before reporting a metric."""
     run_dir = rundir.new_run_dir(root, suite)
     rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
         "run_id": f"{name}-{run_dir.name}", "suite_name": suite, "git_rev": "abc",
         "status": "done", "started_at": str(started or time.time()),
-        "host": {"hostname": "lab1"}, "param_columns": {"pages": "int"}})
+        "host": {"hostname": "lab1"}, "param_columns": {"pages": "int"}, **(manifest or {})})
     with rundir.Journal(run_dir) as journal:
         for cell, pages in CELLS.items():
             for trial in range(trials):
+                metrics = (Metric("fork_us", values(cell, trial), "us"),
+                           Metric("rusage_minflt", counter, "count"))
                 journal.append(TrialRecord(
                     cell_id=f"{mode}-{cell}", trial=trial, warmup=False, paging_requested=mode,
                     paging_mode=mode, accel="kvm", guest="g", workload="fork",
-                    kind="fork-dirty", params={"pages": pages}, outcome=Outcome.OK,
-                    metrics=(Metric("fork_us", values(cell, trial), "us"),
-                             Metric("rusage_minflt", 3.0, "count")),
+                    kind="fork-dirty", params={"pages": pages},
+                    outcome=Outcome.ERROR if cell in failing else Outcome.OK,
+                    reason="guest lost" if cell in failing else "",
+                    metrics=() if cell in failing else metrics,
                     started_at=(started or time.time()) + trial))
     rundir.finalize_tables(run_dir)
     return run_dir
