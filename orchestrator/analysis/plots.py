@@ -1,10 +1,13 @@
-"""Figures from summary tables (matplotlib, Agg): only what the data has is drawn.
+"""Figures from summary tables (matplotlib, Agg): only what was measured is drawn.
 
-For each workload metric with a swept numeric parameter: median (with its bootstrap CI) against
-that parameter, one line per paging mode and guest, log-log when it spans a decade (the 2006
-fork table's shape). Against `ptes_per_table` the break-even is marked where two modes' curves
-cross (linear interpolation between neighbouring points): below it one mode is cheaper, above
-it the other, which is the seed thread's question.
+For each workload metric with a swept numeric parameter: median (with its 95% interval) against
+that parameter, one line per paging mode, guest and setting of every other swept parameter
+(never a median over a parameter that was swept: each point is one measured cell), log-log when
+it spans a decade (the 2006 fork table's shape). `range_pages: 0` ("the whole region") is drawn
+at the region's real size. Points of the plan that have no measurement are listed under the
+figure with the reason their trials gave. Against `ptes_per_table` the break-even is marked
+where two modes' curves of the same setting cross (linear interpolation between neighbouring
+points): below it one mode is cheaper, above it the other, which is the seed thread's question.
 """
 
 from __future__ import annotations
@@ -52,67 +55,121 @@ def crossings(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[float]:
     return points
 
 
-def metric_plots(table: pd.DataFrame, params: list[str], out_dir: Path) -> list[Path]:
+def metric_plots(table: pd.DataFrame, params: list[str], out_dir: Path,
+                 unmeasured: pd.DataFrame | None = None) -> list[Path]:
+    """One figure per workload metric. `unmeasured`: one row per planned point with no
+    measurement (workload, paging_mode, guest, params, reason), named under its figures."""
     made = []
     for (workload, metric, unit), rows in table.groupby(["workload", "metric", "unit"]):
         if str(metric).startswith(SKIP_METRICS):
             continue
+        missing = _missing_note(unmeasured, str(workload), params)
         x = _x_param(rows, params)
         if x is not None:
-            made.append(_line_plot(rows, x, str(workload), str(metric), str(unit), out_dir))
+            made.append(_line_plot(rows, x, params, str(workload), str(metric), str(unit),
+                                   out_dir, missing))
             continue
-        swept = _category_params(rows, params)
+        swept = _swept(rows, params)
         if swept:
-            made.append(_bar_plot(rows, swept, str(workload), str(metric), str(unit), out_dir))
+            made.append(_bar_plot(rows, swept, str(workload), str(metric), str(unit), out_dir,
+                                  missing))
     return made
 
 
-def _category_params(rows: pd.DataFrame, params: list[str]) -> list[str]:
-    """Swept non-numeric parameters (populate, backing, order...): compared as bars."""
-    return [p for p in params if rows[p].dropna().nunique() > 1
-            and not pd.api.types.is_numeric_dtype(rows[p].dropna())]
+def _swept(rows: pd.DataFrame, params: list[str]) -> list[str]:
+    """Parameters that take more than one value among these rows."""
+    return [p for p in params if p in rows and rows[p].dropna().nunique() > 1]
+
+
+def _setting(row: pd.Series, names: list[str]) -> str:
+    return " ".join(f"{n}={row[n]}" for n in names if pd.notna(row[n]))
+
+
+def _missing_note(unmeasured: pd.DataFrame | None, workload: str, params: list[str]) -> str:
+    if unmeasured is None or unmeasured.empty:
+        return ""
+    rows = unmeasured[unmeasured["workload"] == workload]
+    lines = [f"{r['paging_mode']}/{r['guest']} {_setting(r, [p for p in params if p in r])}: "
+             f"{r['reason'] or 'no ok trial'}" for _, r in rows.iterrows()]
+    if len(lines) > 6:
+        lines = [*lines[:6], f"... and {len(lines) - 6} more (see the report's list)"]
+    return "not measured: " + "; ".join(lines) if lines else ""
+
+
+def _note(fig: Figure, text: str) -> None:
+    if text:
+        fig.text(0.01, -0.02, text, fontsize=7, va="top", wrap=True)
+
+
+def _intervals(rows: pd.DataFrame) -> np.ndarray:
+    """Error bar lengths below and above each median (none where there is no interval)."""
+    med = rows["median"].to_numpy(float)
+    low = rows["ci_low"].fillna(rows["median"]).to_numpy(float)
+    high = rows["ci_high"].fillna(rows["median"]).to_numpy(float)
+    return np.vstack([med - low, high - med])
 
 
 def _bar_plot(rows: pd.DataFrame, swept: list[str], workload: str, metric: str, unit: str,
-              out_dir: Path) -> Path:
-    """Median per combination of the swept values, one bar per paging mode; e.g. ns/page
-    one PTE per fault vs populate, for anonymous and file-backed memory."""
-    labels = rows[swept].astype(str).agg(" ".join, axis=1)
-    medians = rows.assign(point=labels).groupby(["point", "paging_mode"])["median"].median()
-    table = medians.unstack()
-    x = "+".join(swept)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    table.plot.bar(ax=ax, rot=20)
-    ax.set_ylabel(f"{metric} ({unit}), median")
-    ax.set_title(f"{workload}: {metric} by {x}")
+              out_dir: Path, missing: str) -> Path:
+    """One bar per measured cell: its swept values, one colour per paging mode and guest;
+    e.g. ns/page one PTE per fault vs populate, anonymous and file-backed."""
+    labelled = rows.assign(point=rows.apply(lambda r: _setting(r, swept), axis=1),
+                           series=rows["paging_mode"] + " (" + rows["guest"] + ")")
+    points = list(dict.fromkeys(labelled["point"]))
+    series = list(dict.fromkeys(labelled["series"]))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(points) + 2), 4.2))
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
+        part = labelled[labelled["series"] == name].set_index("point").reindex(points)
+        xs = np.arange(len(points)) + i * width
+        ax.bar(xs, part["median"].to_numpy(float), width, yerr=_intervals(part), capsize=2,
+               label=name)
+    ax.set_xticks(np.arange(len(points)) + 0.4 - width / 2, points, rotation=20, ha="right",
+                  fontsize=8)
+    ax.set_ylabel(f"{metric} ({unit}), median with 95% interval")
+    ax.set_title(f"{workload}: {metric} by {'+'.join(swept)}")
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, out_dir, f"{workload}-{metric}-by-{x}")
+    ax.legend(fontsize=8)
+    _note(fig, missing)
+    return _save(fig, out_dir, f"{workload}-{metric}-by-{'+'.join(swept)}")
 
 
-def _line_plot(rows: pd.DataFrame, x: str, workload: str, metric: str, unit: str,
-               out_dir: Path) -> Path:
+def x_values(rows: pd.DataFrame, x: str) -> np.ndarray:
+    """The x of each row; `range_pages: 0` means the whole region, drawn at its size."""
+    xs = rows[x].to_numpy(float)
+    if x == "range_pages" and "pages" in rows:
+        xs = np.where(xs == 0, rows["pages"].to_numpy(float), xs)
+    return xs
+
+
+def _line_plot(rows: pd.DataFrame, x: str, params: list[str], workload: str, metric: str,
+               unit: str, out_dir: Path, missing: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for (mode, guest), line in rows.groupby(["paging_mode", "guest"]):
-        line = line.groupby(x, as_index=False)[["median", "ci_low", "ci_high"]].median()
-        xs, ys = line[x].to_numpy(float), line["median"].to_numpy(float)
-        label = f"{mode} ({guest})"
-        ax.errorbar(xs, ys, yerr=[ys - line["ci_low"].fillna(line["median"]).to_numpy(float),
-                                  line["ci_high"].fillna(line["median"]).to_numpy(float) - ys],
-                    marker="o", capsize=3, label=label)
-        curves[label] = (xs, ys)
-    xs_all = rows[x].to_numpy(float)
-    # log axes for a decade or more; not when 0 is a value (mprotect's "whole region")
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}  # per setting of others
+    others = [p for p in _swept(rows, params) if p != x]
+    for _, line in rows.groupby(["paging_mode", "guest", *others], dropna=False, sort=True):
+        line = line.assign(_x=x_values(line, x)).sort_values("_x")
+        first = line.iloc[0]
+        label = f"{first['paging_mode']} ({first['guest']})"
+        label += f" {_setting(first, others)}" if others else ""
+        xs, ys = line["_x"].to_numpy(float), line["median"].to_numpy(float)
+        ax.errorbar(xs, ys, yerr=_intervals(line), marker="o", capsize=3, label=label.strip())
+        curves.setdefault(_setting(first, others), {})[label] = (xs, ys)
+    xs_all = x_values(rows, x)
+    # log axes for a decade or more; not when 0 is a value
     if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
         ax.set_xscale("log")
         ax.set_yscale("log")
     if x == "ptes_per_table":
-        _mark_break_even(ax, curves)
-    ax.set_xlabel(x)
-    ax.set_ylabel(f"{metric} ({unit}), median with 95% CI")
+        for same_setting in curves.values():
+            _mark_break_even(ax, same_setting)
+    ax.set_xlabel(x + (" (0 = the whole region, drawn at its size)" if x == "range_pages"
+                       else ""))
+    ax.set_ylabel(f"{metric} ({unit}), median with 95% interval")
     ax.set_title(f"{workload}: {metric} vs {x}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+    _note(fig, missing)
     return _save(fig, out_dir, f"{workload}-{metric}-vs-{x}")
 
 
