@@ -19,7 +19,7 @@ import pandas as pd
 
 from orchestrator.analysis.stats import BOOTSTRAP, SEED, measured
 from orchestrator.errors import BadInput, ExitCode
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 
 TIME_UNITS = {"ns", "us", "ms", "s"}
 RATE_UNITS = {"pages/s", "ops/s"}
@@ -119,7 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise BadInput(f"--threshold {args.threshold} is not a fraction",
                        hint="5%% is --threshold 0.05")
     root = rundir.default_root() if args.results_dir is None else args.results_dir
-    base, new = rundir.load(args.base, root), rundir.load(args.new, root)
+    base, new = reader.load(args.base, root), reader.load(args.new, root)
     params = sorted(set(base.manifest.get("param_columns", {}))
                     | set(new.manifest.get("param_columns", {})))
     changes = compare_tables(base.trials, new.trials, params, args.threshold)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.model import Metric, Outcome, TrialRecord
 from orchestrator.store import rundir
-from orchestrator.store.rundir import Metric, Outcome, TrialRecord
+from orchestrator.store.journal import Journal
+from orchestrator.store.tables import finalize_tables
 
 CELLS = {"c-small": 1280, "c-large": 128000}
 
@@ -17,11 +19,11 @@ CELLS = {"c-small": 1280, "c-large": 128000}
 def make_run(root: Path, name: str, values: Callable[[str, int], float], *, trials: int = 12,
              mode: str = "tdp", started: float | None = None, suite: str = "nightly") -> Path:
     run_dir = rundir.new_run_dir(root, suite)
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": f"{name}-{run_dir.name}", "suite_name": suite, "git_rev": "abc",
         "status": "done", "started_at": str(started or time.time()),
         "host": {"hostname": "lab1"}, "param_columns": {"pages": "int"}})
-    with rundir.Journal(run_dir) as journal:
+    with Journal(run_dir) as journal:
         for cell, pages in CELLS.items():
             for trial in range(trials):
                 journal.append(TrialRecord(
@@ -31,7 +33,7 @@ def make_run(root: Path, name: str, values: Callable[[str, int], float], *, tria
                     metrics=(Metric("fork_us", values(cell, trial), "us"),
                              Metric("rusage_minflt", 3.0, "count")),
                     started_at=(started or time.time()) + trial))
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
     return run_dir
 
 
