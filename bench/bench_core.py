@@ -15,8 +15,10 @@ import tracemalloc
 from array import array
 from pathlib import Path
 
+from orchestrator.model import Metric, Outcome, TrialRecord
 from orchestrator.store import rundir
-from orchestrator.store.rundir import Metric, Outcome, TrialRecord
+from orchestrator.store.journal import Journal
+from orchestrator.store.tables import finalize_tables
 from orchestrator.suite.plan import make_plan
 from orchestrator.suite.schema import Suite
 
@@ -60,7 +62,7 @@ def bench_append(tmp: Path) -> None:
     samples = array("d", bytes(8 * count))  # preallocated: the bench itself must not grow
     tracemalloc.start()
     checkpoints: list[int] = []
-    with rundir.Journal(run_dir) as journal:
+    with Journal(run_dir) as journal:
         for i in range(count):
             rec = record(i)
             start = time.perf_counter()
@@ -75,7 +77,7 @@ def bench_append(tmp: Path) -> None:
     growth = [f"{c / 1024:.0f}" for c in checkpoints]
     print(f"append: traced Python memory after 10k, 20k .. 50k trials (KiB): {', '.join(growth)}"
           " (flat = streamed)")
-    with rundir.Journal(run_dir, fsync=True) as journal:
+    with Journal(run_dir, fsync=True) as journal:
         synced = []
         for i in range(200):
             start = time.perf_counter()
@@ -86,12 +88,12 @@ def bench_append(tmp: Path) -> None:
 
 
 def _bench_finalize(run_dir: Path) -> None:
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": run_dir.name, "suite_name": "bench", "host": {"hostname": "h"},
         "param_columns": {"pages": "int", "ptes_per_table": "int", "cow": "bool"}})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"finalize: 50,200 trials -> Parquet in {elapsed:.2f} s, "

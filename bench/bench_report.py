@@ -15,13 +15,14 @@ import pyarrow.parquet as pq
 
 from orchestrator.analysis.report import write_report
 from orchestrator.store import rundir
+from orchestrator.store.tables import EVENT_COLUMNS, FIXED_COLUMNS
 
 ROWS = 1_000_000
 
 
 def synthetic_run(root: Path) -> Path:
     run_dir = rundir.new_run_dir(root, "big")
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": run_dir.name, "suite_name": "big", "host": {"hostname": "h"},
         "param_columns": {"pages": "int", "ptes_per_table": "int"}})
     rng = np.random.default_rng(1)
@@ -44,12 +45,12 @@ def synthetic_run(root: Path) -> Path:
         "started_at": np.full(n, np.datetime64("2026-11-23T00:00:00", "us")),
         "duration_s": np.full(n, 0.01), "pages": pg, "ptes_per_table": k,
     }
-    schema = pa.schema([*rundir.FIXED_COLUMNS.items(), ("pages", pa.int64()),
+    schema = pa.schema([*FIXED_COLUMNS.items(), ("pages", pa.int64()),
                         ("ptes_per_table", pa.int64())])
     pq.write_table(pa.table({c: columns[c] for c in schema.names}, schema=schema),
                    run_dir / rundir.TRIALS)
-    pq.write_table(pa.table({c: [] for c in rundir.EVENT_COLUMNS},
-                            schema=pa.schema(list(rundir.EVENT_COLUMNS.items()))),
+    pq.write_table(pa.table({c: [] for c in EVENT_COLUMNS},
+                            schema=pa.schema(list(EVENT_COLUMNS.items()))),
                    run_dir / rundir.EVENTS)
     return run_dir
 

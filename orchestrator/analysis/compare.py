@@ -34,7 +34,7 @@ from orchestrator.analysis.intervals import ratio_interval
 from orchestrator.analysis.stats import measured
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,8 @@ def add_parser(sub: Any) -> None:
     cmd.set_defaults(func=cmd_compare)
 
 
-def _checked_differences(args: argparse.Namespace, base: rundir.RunTables,
-                         new: rundir.RunTables) -> list[compatibility.Difference]:
+def _checked_differences(args: argparse.Namespace, base: reader.RunTables,
+                         new: reader.RunTables) -> list[compatibility.Difference]:
     found = compatibility.differences(base.manifest, new.manifest, base.trials, new.trials)
     unexpected = [d for d in found if d.key not in args.allow]
     if unexpected and not args.force:
@@ -222,7 +222,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise BadInput(f"--threshold {args.threshold} is not a fraction",
                        hint="5%% is --threshold 0.05")
     root = Path(rundir.default_root() if args.results_dir is None else args.results_dir)
-    base, new = rundir.load(args.base, root), rundir.load(args.new, root)
+    base, new = reader.load(args.base, root), reader.load(args.new, root)
     found = _checked_differences(args, base, new)
     params = sorted(set(base.manifest.get("param_columns", {}))
                     | set(new.manifest.get("param_columns", {})))

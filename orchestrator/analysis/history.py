@@ -31,7 +31,7 @@ import pandas as pd
 from orchestrator.analysis.stats import measured
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 
 MIN_BEFORE, MIN_AFTER = 3, 3
 ALPHA = 0.01
@@ -98,15 +98,15 @@ def steps(trials: pd.DataFrame, threshold: float = 0.05) -> list[Step]:
     return found
 
 
-def suite_runs(root: Path, suite: str) -> list[rundir.RunTables]:
+def suite_runs(root: Path, suite: str) -> list[reader.RunTables]:
     """Every readable run of the suite under root, oldest first (a run with a damaged
     manifest is skipped with a warning; unreadable journal lines are warned about)."""
-    paths = [r["path"] for r in rundir.list_runs(root) if r.get("suite_name") == suite]
+    paths = [r["path"] for r in reader.list_runs(root) if r.get("suite_name") == suite]
     if not paths:
         raise BadInput(f"no runs of suite {suite!r} under {root.resolve()}",
                        hint="`orchestrate results` lists the runs; --results-dir DIR or "
                             "$ORCH_RESULTS says where they are")
-    return [rundir.load(p) for p in paths]
+    return [reader.load(p) for p in paths]
 
 
 def suite_history(root: Path, suite: str) -> pd.DataFrame:
@@ -152,7 +152,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     return ExitCode.REGRESSION if any(is_regression(s) for s in found) else ExitCode.OK
 
 
-def history_json(args: argparse.Namespace, root: Path, runs: list[rundir.RunTables],
+def history_json(args: argparse.Namespace, root: Path, runs: list[reader.RunTables],
                  found: list[Step]) -> dict[str, Any]:
     return {
         "schema": SCHEMA, "suite": args.suite, "results_dir": str(root.resolve()),

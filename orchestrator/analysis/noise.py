@@ -17,7 +17,7 @@ import pandas as pd
 
 from orchestrator.analysis.stats import measured
 from orchestrator.errors import OrchestratorError
-from orchestrator.store import rundir
+from orchestrator.store import reader
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _host(manifest: dict[str, Any]) -> Any:
 
 def earlier_runs(root: Path, base: dict[str, Any], exclude: set[str]) -> list[Path]:
     """Finished runs of base's suite on base's host, started no later than base, newest last."""
-    runs = [r for r in rundir.list_runs(root)
+    runs = [r for r in reader.list_runs(root)
             if r.get("suite_name") == base.get("suite_name") and _host(r) == _host(base)
             and r.get("status") in FINISHED and r.get("run_id") not in exclude
             and str(r.get("started_at", "")) <= str(base.get("started_at", ""))]
@@ -53,7 +53,7 @@ def host_noise(root: Path, base: dict[str, Any], exclude: set[str]) -> dict[tupl
     medians = []
     for path in earlier_runs(root, base, exclude):
         try:
-            trials = rundir.load(path, quiet=True).trials
+            trials = reader.load(path, quiet=True).trials
         except OrchestratorError as exc:  # a damaged earlier run only narrows the history
             log.warning("noise: skipped %s: %s", path.name, exc.one_line())
             continue

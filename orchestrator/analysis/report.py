@@ -17,7 +17,7 @@ import pandas as pd
 
 from orchestrator.analysis.stats import mode_ratios, param_columns, summary
 from orchestrator.errors import ExitCode
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 
 PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_at"]
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
@@ -27,7 +27,7 @@ JOURNAL_NOTE = "_journal_note"  # set on the report's copy of a manifest, never 
 
 def write_report(runs: list[str | Path], out_dir: Path,
                  root: Path | None = None) -> Path:
-    tables = [rundir.load(r, root) for r in runs]
+    tables = [reader.load(r, root) for r in runs]
     trials = pd.concat([t.trials for t in tables], ignore_index=True)
     events = pd.concat([t.events for t in tables], ignore_index=True)
     params = param_columns(trials, sorted({p for t in tables
@@ -126,7 +126,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     root = args.results_dir or rundir.default_root()
-    out = args.out or rundir.resolve_run(args.runs[0], root) / "report"
+    out = args.out or reader.resolve_run(args.runs[0], root) / "report"
     page = write_report(args.runs, out, root)
     print(f"report: {page}")
     return ExitCode.OK

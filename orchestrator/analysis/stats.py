@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.store import rundir
+from orchestrator.store import reader
 
 BOOTSTRAP = 2000
 SEED = 20061128  # fixed: the same tables always give the same intervals
@@ -82,5 +82,5 @@ def mode_ratios(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Many runs as one DataFrame (notebook API): run_id and host columns, params as columns."""
-    frames = [rundir.load(p).trials for p in paths]
+    frames = [reader.load(p).trials for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.errors import ExitCode
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 
 KEY_COLUMNS = ["paging_mode", "accel", "guest", "workload", "metric", "unit"]
 OUTCOME_ORDER = ["ok", "failed", "error", "skipped"]
@@ -75,22 +75,22 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.run is None:
         return list_command(root, as_json=args.json)
     if args.csv is not None:
-        tables = rundir.load(args.run, root)  # unreadable journal lines: warned on stderr
+        tables = reader.load(args.run, root)  # unreadable journal lines: warned on stderr
         args.csv.mkdir(parents=True, exist_ok=True)
         tables.trials.to_csv(args.csv / "trials.csv", index=False)
         tables.events.to_csv(args.csv / "events.csv", index=False)
         print(f"wrote {args.csv / 'trials.csv'} and {args.csv / 'events.csv'}")
         return ExitCode.OK
     if args.json:
-        print_json(run_json(rundir.load(args.run, root)))
+        print_json(run_json(reader.load(args.run, root)))
         return ExitCode.OK
-    print_summary(rundir.load(args.run, root, quiet=True))  # it prints them itself
+    print_summary(reader.load(args.run, root, quiet=True))  # it prints them itself
     return ExitCode.OK
 
 
 def list_command(root: Path, *, as_json: bool) -> int:
-    skipped: list[rundir.SkippedRun] = []
-    runs = rundir.list_runs(root, skipped=skipped)  # one warning per skipped run
+    skipped: list[reader.SkippedRun] = []
+    runs = reader.list_runs(root, skipped=skipped)  # one warning per skipped run
     if as_json:
         print_json(runs_json(root, runs, skipped))
     elif runs:
@@ -100,7 +100,7 @@ def list_command(root: Path, *, as_json: bool) -> int:
     return ExitCode.OK
 
 
-def no_runs_message(root: Path, skipped: list[rundir.SkippedRun]) -> str:
+def no_runs_message(root: Path, skipped: list[reader.SkippedRun]) -> str:
     where = root.resolve()
     if not where.is_dir():
         found = f"no runs: {where} does not exist"
@@ -113,7 +113,7 @@ def no_runs_message(root: Path, skipped: list[rundir.SkippedRun]) -> str:
 
 
 def print_json(data: dict[str, Any]) -> None:
-    json.dump(rundir.json_ready(data), sys.stdout, indent=1, allow_nan=False)
+    json.dump(reader.json_ready(data), sys.stdout, indent=1, allow_nan=False)
     print()
 
 
@@ -139,7 +139,7 @@ def print_runs(runs: list[dict[str, Any]]) -> None:
 
 
 def runs_json(root: Path, runs: list[dict[str, Any]],
-              skipped: list[rundir.SkippedRun]) -> dict[str, Any]:
+              skipped: list[reader.SkippedRun]) -> dict[str, Any]:
     listed = []
     for run in runs:
         name, _ = _name_and_host(run)
@@ -178,7 +178,7 @@ def status_line(manifest: dict[str, Any], counts: dict[str, int]) -> str:
     return f"status: {status}" + (f" - {note}" if note else "") + f"; {of} recorded: {listed}"
 
 
-def status_hint(tables: rundir.RunTables) -> str:
+def status_hint(tables: reader.RunTables) -> str:
     status = tables.manifest.get("status")
     if status == "done-with-errors":
         return f"  re-run what failed: orchestrate run --rerun-failed {tables.path}"
@@ -201,7 +201,7 @@ def _not_ok(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["outcome"] != "ok"].drop_duplicates(["cell_id", "reason"])
 
 
-def print_summary(tables: rundir.RunTables) -> None:
+def print_summary(tables: reader.RunTables) -> None:
     manifest, trials = tables.manifest, tables.trials
     print(status_line(manifest, outcome_counts(trials)))
     hint = status_hint(tables)
@@ -226,7 +226,7 @@ def print_summary(tables: rundir.RunTables) -> None:
         print(events.to_string())
 
 
-def run_json(tables: rundir.RunTables) -> dict[str, Any]:
+def run_json(tables: reader.RunTables) -> dict[str, Any]:
     manifest, trials = tables.manifest, tables.trials
     counts = outcome_counts(trials)
     return {

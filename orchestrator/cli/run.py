@@ -15,7 +15,7 @@ from orchestrator.run.execute import no_tracing
 from orchestrator.run.lock import run_lock
 from orchestrator.run.progress import make_progress
 from orchestrator.store import rundir
-from orchestrator.store.rundir import resolve_run
+from orchestrator.store.reader import resolve_run
 from orchestrator.suite.loader import LoadedSuite, load_suite
 from orchestrator.tracing.perf import PerfTracer
 

@@ -40,6 +40,7 @@ from orchestrator.errors import BadInput, ExitCode, HarnessError, LockHeld, Orch
 from orchestrator.run import recovery
 from orchestrator.run.lock import nightly_lock_path, run_lock
 from orchestrator.store import rundir
+from orchestrator.store.reader import list_runs
 from orchestrator.suite.loader import load_suite
 from orchestrator.suite.units import parse_duration
 
@@ -221,7 +222,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def suite_runs(root: Path, suite_name: str) -> list[dict[str, Any]]:
     """This suite's runs directly under root (never a fleet's host directories), oldest first."""
-    runs = [r for r in rundir.list_runs(root, hosts=False) if r.get("suite_name") == suite_name]
+    runs = [r for r in list_runs(root, hosts=False) if r.get("suite_name") == suite_name]
     return sorted(runs, key=lambda r: (str(r.get("started_at", "")), r["path"].name))
 
 

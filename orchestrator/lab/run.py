@@ -41,6 +41,7 @@ from orchestrator.lab.l1 import (
 )
 from orchestrator.paths import PROJECT_ROOT
 from orchestrator.store import rundir
+from orchestrator.store.tables import finalize_tables
 from orchestrator.suite.loader import LoadedSuite, load_suite
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def _stop_inner(lab: Lab, workdir: Path, samples: list[Sample]) -> None:
 
 def _salvage(run_dir: Path, why: str) -> None:
     """A run whose host died before it could finish: its tables from the journal, and why."""
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
     rundir.mark_unfinished(run_dir, "error", error=why)
 
 
@@ -216,14 +217,12 @@ def _collect(workdir: Path, results_root: Path, lab_facts: dict[str, Any]) -> Pa
     results_root.mkdir(parents=True, exist_ok=True)
     run_dir = results_root / runs[-1].name
     shutil.move(runs[-1], run_dir)
-    logs = run_dir / "logs"
+    logs = rundir.RunDir(run_dir).logs
     logs.mkdir(exist_ok=True)
     for name in ("inner.log", CONSOLE, QEMU_LOG):
         if (workdir / name).exists():
             shutil.copy2(workdir / name, logs / f"lab-{name}")
-    manifest = rundir.read_manifest(run_dir)
-    manifest["lab"] = lab_facts
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
+    rundir.RunDir(run_dir).update_manifest(lab=lab_facts)
     rundir.update_latest(results_root, run_dir)
     return run_dir
 

@@ -116,9 +116,10 @@ class LabHostBackend:
                 target.session.close()  # a session opened after a migration, too
 
     def _record_guest(self, key: str, facts: dict[str, object]) -> None:
-        manifest = rundir.read_manifest(self.run_dir)
-        manifest.setdefault("guests", {})[key] = facts
-        rundir.write_json_atomic(self.run_dir / rundir.MANIFEST, manifest)
+        def add(manifest: rundir.Manifest) -> None:
+            manifest.setdefault("guests", {})[key] = facts
+
+        rundir.RunDir(self.run_dir).update_manifest(add)
 
 
 def kvm_label() -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.model import EventCount, Outcome, TrialRecord
 from orchestrator.proc import CommandError
 from orchestrator.run.targets import Backend, ModeState, Target
-from orchestrator.store.rundir import EventCount, Journal, Outcome, TrialRecord
+from orchestrator.store.journal import Journal
 from orchestrator.suite.plan import Cell, GuestGroup, Plan, Point, cells_of
 from orchestrator.suite.schema import RequestedMode, Suite
 from orchestrator.tracing.perf import TraceWindow

@@ -14,8 +14,8 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichBar
 
+from orchestrator.model import TrialRecord
 from orchestrator.run.execute import Progress, point_label
-from orchestrator.store.rundir import TrialRecord
 
 
 class TerminalProgress(Progress):

@@ -116,7 +116,7 @@ def candidates(roots: Sequence[Path], say: Say, *, dry_run: bool) -> list[Path]:
     gone leaves the index), and every run under `roots` whose manifest still says running."""
     found: dict[Path, None] = {}
     for name, target in ledger.indexed():
-        if (target / rundir.MANIFEST).exists() or (target / ledger.LEDGER).exists():
+        if rundir.RunDir(target).is_run() or (target / ledger.LEDGER).exists():
             found[target] = None
         elif not dry_run:
             ledger.unregister(Path(name))
@@ -382,15 +382,19 @@ class _Recovery:
                 self.say("mark it crashed in its manifest")
             return
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        try:
-            manifest = rundir.read_manifest(self.state.run_dir)
+        running = False
+
+        def mark(manifest: rundir.Manifest) -> None:
+            nonlocal running
             running = manifest.get("status") == "running"
             if running:
                 manifest.update(status="crashed", crashed_at=now, crashed_by=self.by,
                                 crash_evidence=self.state.why)
             manifest.setdefault("recoveries", []).append(
                 {"at": now, "by": self.by, "why": self.state.why, "actions": self.actions})
-            rundir.write_json_atomic(self.state.run_dir / rundir.MANIFEST, manifest)
+
+        try:
+            rundir.RunDir(self.state.run_dir).update_manifest(mark)
         except (OrchestratorError, OSError) as exc:
             text = exc.one_line() if isinstance(exc, OrchestratorError) else str(exc)
             self._say(f"recovery: run {self.state.name}: could not update its manifest: {text}")

@@ -24,11 +24,12 @@ from typing import Any
 from orchestrator.errors import BadInput, ExitCode, HarnessError, OrchestratorError
 from orchestrator.host import provenance
 from orchestrator.host.host_prep import prepared_host
+from orchestrator.model import Outcome
 from orchestrator.run import recovery
 from orchestrator.run.execute import Executor, Progress, Selection, Tracer, no_tracing
 from orchestrator.run.targets import Backend
-from orchestrator.store import ledger, rundir
-from orchestrator.store.rundir import Journal, Outcome
+from orchestrator.store import ledger, rundir, tables
+from orchestrator.store.journal import Journal, latest_attempts
 from orchestrator.suite.loader import LoadedSuite, parse_suite
 from orchestrator.suite.plan import Plan, make_plan
 
@@ -75,7 +76,7 @@ def start_run(req: RunRequest) -> RunOutcome:
     run_dir = rundir.new_run_dir(root, req.loaded.suite.name)
     plan = make_plan(req.loaded.suite)
     with ledger.recording(run_dir):
-        rundir.write_json_atomic(run_dir / rundir.MANIFEST, _manifest(req, run_dir, plan))
+        rundir.RunDir(run_dir).create_manifest(_manifest(req, run_dir, plan))
         rundir.update_latest(root, run_dir)
         return _execute(req, run_dir, plan, Selection())
 
@@ -85,19 +86,18 @@ def resume_run(req: RunRequest, run_dir: Path, *, only_failed: bool) -> RunOutco
     run_dir = run_dir.resolve()
     recover_dead_runs(run_dir.parent)  # this very run, too, if it was killed
     plan = make_plan(req.loaded.suite)
-    last = rundir.latest_attempts(run_dir)
+    last = latest_attempts(run_dir)
     attempts = {key: rec["attempt"] for key, rec in last.items()}
     if only_failed:
         bad = {k for k, r in last.items() if r["outcome"] in (Outcome.FAILED, Outcome.ERROR)}
         selection = Selection(only=bad, attempts=attempts)
     else:
         selection = Selection(skip=set(last), attempts=attempts)
-    manifest = rundir.read_manifest(run_dir)
-    manifest.setdefault("resumed", []).append(
-        {"at": _now(), "argv": list(req.argv), "only_failed": only_failed})
-    manifest["status"] = "running"
+    resumed = {"at": _now(), "argv": list(req.argv), "only_failed": only_failed}
     with ledger.recording(run_dir):
-        rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
+        rundir.RunDir(run_dir).update_manifest(
+            lambda manifest: manifest.setdefault("resumed", []).append(resumed),
+            status="running")
         return _execute(req, run_dir, plan, selection)
 
 
@@ -136,7 +136,7 @@ def _execute(req: RunRequest, run_dir: Path, plan: Plan, selection: Selection) -
     except OrchestratorError:
         raise
     except Exception as exc:  # a bug: keep the traceback with the run, tell the user one line
-        saved = run_dir / "logs" / "traceback.txt"
+        saved = rundir.RunDir(run_dir).traceback
         saved.write_text(traceback.format_exc())
         raise HarnessError(f"internal error: {exc!r}", hint=f"traceback in {saved}") from exc
     finally:
@@ -144,7 +144,7 @@ def _execute(req: RunRequest, run_dir: Path, plan: Plan, selection: Selection) -
     if tables_error:
         raise HarnessError(f"every trial is recorded, but the Parquet tables could not be "
                            f"written: {tables_error}",
-                           hint=f"the journal {run_dir / rundir.JOURNAL} holds every trial; "
+                           hint=f"the journal {rundir.RunDir(run_dir).journal} holds every trial; "
                                 "`orchestrate results` reads it directly")
     counts = outcome_counts(run_dir)
     return RunOutcome(run_dir, counts, status)
@@ -162,25 +162,21 @@ def _finish(run_dir: Path, status: str) -> str:
     """Status, then tables, on every exit path: measured trials are never lost, and a run
     whose tables cannot be written (a full disk, a value pyarrow refuses) still says how it
     ended. Returns why the tables failed, or ""."""
-    manifest = rundir.read_manifest(run_dir)
-    manifest.update(status=status, ended_at=_now(), outcomes=outcome_counts(run_dir))
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
+    run = rundir.RunDir(run_dir)
+    run.update_manifest(status=status, ended_at=_now(), outcomes=outcome_counts(run_dir))
     try:
-        rundir.finalize_tables(run_dir)
+        tables.finalize_tables(run_dir)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the status above stands
         why = f"{type(exc).__name__}: {exc}"
         log.error("run %s: writing its tables failed (%s); the journal keeps every trial",
                   run_dir.name, why)
-        manifest["tables_error"] = why
-        rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
+        run.update_manifest(tables_error=why)
         return why
     return ""
 
 
 def _record_conditions(run_dir: Path, conditions: dict[str, Any]) -> None:
-    manifest = rundir.read_manifest(run_dir)
-    manifest["host_conditions"] = conditions
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
+    rundir.RunDir(run_dir).update_manifest(host_conditions=conditions)
 
 
 def finished_status(counts: dict[str, int]) -> str:
@@ -193,7 +189,7 @@ def finished_status(counts: dict[str, int]) -> str:
 
 def outcome_counts(run_dir: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for rec in rundir.latest_attempts(run_dir).values():
+    for rec in latest_attempts(run_dir).values():
         counts[rec["outcome"]] = counts.get(rec["outcome"], 0) + 1
     return counts
 

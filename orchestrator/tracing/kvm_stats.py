@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.store.rundir import EventCount
+from orchestrator.model import EventCount
 
 PREFIX = "kvmstat:"
 DEBUGFS_KVM = Path("/sys/kernel/debug/kvm")

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import proc
+from orchestrator.model import EventCount
 from orchestrator.proc import CommandError
-from orchestrator.store.rundir import EventCount
 from orchestrator.suite.plan import Point
 from orchestrator.suite.schema import Suite, TraceSpec
 from orchestrator.tracing import kvm_stats, timeline, vmstat

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.store.rundir import EventCount
+from orchestrator.model import EventCount
 
 PREFIX = "vmstat:"
 _BEFORE, _AFTER = "@orch-vmstat-0 ", "@orch-vmstat-1 "

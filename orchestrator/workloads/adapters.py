@@ -15,8 +15,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from orchestrator.model import Metric, Outcome
 from orchestrator.proc import Completed, tail
-from orchestrator.store.rundir import Metric, Outcome
 
 # Exit codes shared by every binary in guest-workloads/.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 3

@@ -26,8 +26,8 @@ from typing import Any
 from orchestrator.errors import HarnessError
 from orchestrator.guests.guest import GuestTarget
 from orchestrator.guests.qemu_direct import RunningQemu, migrate_locally
+from orchestrator.model import Metric, Outcome
 from orchestrator.proc import CommandError
-from orchestrator.store.rundir import Metric, Outcome
 from orchestrator.workloads.adapters import ParsedTrial
 
 INTERVAL_S = 0.1

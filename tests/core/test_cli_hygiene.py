@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli.entry import EXIT_BROKEN_PIPE
-from orchestrator.store import rundir
+from orchestrator.store import rundir, tables
 from tests.core.conftest import cli_env, write_suite
 
 pytestmark = pytest.mark.slow  # every test runs the CLI as a process, seconds each
@@ -178,7 +178,7 @@ def test_the_status_is_written_even_when_the_tables_cannot_be(
     def no_space(run_dir: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rundir, "finalize_tables", no_space)
+    monkeypatch.setattr(tables, "finalize_tables", no_space)
     code = cli.main(["run", str(suite_file), "--results-dir", str(tmp_path / "r")])
     assert code == 3
     err = capsys.readouterr().err

@@ -15,6 +15,7 @@ from orchestrator import proc
 from orchestrator.run.execute import MAX_REPLACEMENTS, Executor, Progress
 from orchestrator.run.targets import ModeState
 from orchestrator.store import rundir
+from orchestrator.store.journal import Journal, latest_attempts, read_journal
 from orchestrator.suite.loader import parse_suite
 from orchestrator.suite.plan import make_plan
 from orchestrator.suite.schema import RequestedMode
@@ -87,9 +88,9 @@ def run_with(tmp_path: Path, backend: StallingBackend, suite: str = SUITE
     loaded = parse_suite(suite, tmp_path / "suite.yaml")
     run_dir = rundir.new_run_dir(tmp_path, "stall")
     progress = Notes()
-    with rundir.Journal(run_dir) as journal:
+    with Journal(run_dir) as journal:
         Executor(loaded.suite, make_plan(loaded.suite), backend, journal, progress).run()
-    return list(rundir.read_journal(run_dir)), progress
+    return list(read_journal(run_dir)), progress
 
 
 def test_a_stalled_guest_is_replaced_and_the_point_goes_on(fake_bin: Path,
@@ -139,7 +140,7 @@ def test_with_lost_guest_retries_the_lost_trial_runs_again(fake_bin: Path,
     assert (lost["attempt"], again["attempt"]) == (1, 2)
     assert again["info"]["guest_replacements"] == 1
     assert "again, as attempt 2" in progress.notes[0]
-    latest = rundir.latest_attempts(rows_dir(tmp_path))
+    latest = latest_attempts(rows_dir(tmp_path))
     assert len(latest) == 8 and {r["outcome"] for r in latest.values()} == {"ok"}
 
 

@@ -15,8 +15,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.store import rundir
-from orchestrator.store.rundir import Metric, Outcome, TrialRecord
+from orchestrator.model import Metric, Outcome, TrialRecord
+from orchestrator.store import reader, rundir
+from orchestrator.store.journal import Journal, read_journal, scan_journal
+from orchestrator.store.tables import finalize_tables
 from tests.core.conftest import cli_env
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
@@ -36,11 +38,11 @@ def record(trial: int, pages: object = 10) -> TrialRecord:
 
 def make_run(root: Path, trials: int = 3, name: str = "s") -> Path:
     run_dir = rundir.new_run_dir(root, name)
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": run_dir.name, "suite_name": name, "git_rev": "abc", "status": "done",
         "host": {"hostname": "lab1"}, "param_columns": {"pages": "int"},
         "plan": {"trials": trials}})
-    with rundir.Journal(run_dir) as journal:
+    with Journal(run_dir) as journal:
         for trial in range(trials):
             journal.append(record(trial))
     return run_dir
@@ -79,9 +81,9 @@ def test_a_torn_tail_is_moved_aside_when_the_journal_is_reopened(
     fragment = record(2).to_json()[:40]
     with (run_dir / rundir.JOURNAL).open("a") as fh:
         fh.write(fragment)  # power lost in the middle of a write
-    with caplog.at_level(logging.WARNING, "orchestrator"), rundir.Journal(run_dir) as journal:
+    with caplog.at_level(logging.WARNING, "orchestrator"), Journal(run_dir) as journal:
         journal.append(record(3))
-    scan = rundir.scan_journal(run_dir)
+    scan = scan_journal(run_dir)
     assert [r["trial"] for r in scan.records] == [0, 1, 3]  # nothing glued, nothing lost
     assert scan.problems == []
     assert (run_dir / rundir.TORN).read_text() == fragment + "\n"
@@ -93,9 +95,9 @@ def test_a_whole_record_that_lost_only_its_newline_is_kept(tmp_path: Path) -> No
     run_dir = make_run(tmp_path, trials=1)
     with (run_dir / rundir.JOURNAL).open("a") as fh:
         fh.write(record(1).to_json())
-    with rundir.Journal(run_dir) as journal:
+    with Journal(run_dir) as journal:
         journal.append(record(2))
-    assert [r["trial"] for r in rundir.read_journal(run_dir)] == [0, 1, 2]
+    assert [r["trial"] for r in read_journal(run_dir)] == [0, 1, 2]
     assert not (run_dir / rundir.TORN).exists()
 
 
@@ -103,7 +105,7 @@ def test_a_journal_that_is_only_a_fragment_is_emptied_into_the_torn_file(
         tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, trials=0)
     (run_dir / rundir.JOURNAL).write_bytes(b"\0" * 5000)  # zeroed blocks after a power cut
-    rundir.Journal(run_dir).close()
+    Journal(run_dir).close()
     assert (run_dir / rundir.JOURNAL).read_bytes() == b""
     assert (run_dir / rundir.TORN).read_bytes() == b"\0" * 5000 + b"\n"
 
@@ -113,11 +115,11 @@ def test_a_reader_reports_a_torn_tail_and_leaves_it_alone(tmp_path: Path) -> Non
     with (run_dir / rundir.JOURNAL).open("a") as fh:
         fh.write('{"cell_id": "c1", "tri')
     before = snapshot(run_dir)
-    scan = rundir.scan_journal(run_dir)
+    scan = scan_journal(run_dir)
     assert [r["trial"] for r in scan.records] == [0, 1]
     assert [(p.line, p.what) for p in scan.problems] == [
         (3, "torn last line: a write cut short")]
-    assert rundir.load(run_dir).unreadable == 1
+    assert reader.load(run_dir).unreadable == 1
     assert snapshot(run_dir) == before
 
 
@@ -132,12 +134,12 @@ def test_resume_after_a_torn_tail_loses_no_trial(fake_bin: Path, suite_file: Pat
     done = orchestrate("run", "--resume", str(run_dir))
     assert done.returncode == 0, done.stderr
     assert "torn" in done.stderr
-    scan = rundir.scan_journal(run_dir)
+    scan = scan_journal(run_dir)
     assert scan.problems == []
     assert sorted((r["cell_id"], r["trial"]) for r in scan.records) == sorted(
         (json.loads(line)["cell_id"], json.loads(line)["trial"]) for line in lines)
     assert (run_dir / rundir.TORN).read_text() == lines[5][:60] + "\n"
-    fork = rundir.load(run_dir).trials.query("metric == 'fork_us'")
+    fork = reader.load(run_dir).trials.query("metric == 'fork_us'")
     assert len(fork) == 8 and not fork[["cell_id", "trial"]].duplicated().any()
 
 
@@ -177,7 +179,7 @@ def test_every_kind_of_bad_line_is_reported_with_its_number(tmp_path: Path, line
     run_dir = make_run(tmp_path)
     lines = journal_lines(run_dir)
     rewrite(run_dir, [lines[0], line, *lines[1:]])
-    tables = rundir.load(run_dir, quiet=True)
+    tables = reader.load(run_dir, quiet=True)
     assert sorted(tables.trials["trial"]) == [0, 1, 2]
     assert tables.unreadable == 1
     assert tables.unreadable_note() == f"journal: 1 unreadable line(s) skipped: 2 ({what})"
@@ -187,7 +189,7 @@ def test_bytes_that_are_not_text_are_a_bad_line_not_a_crash(tmp_path: Path) -> N
     run_dir = make_run(tmp_path)
     lines = [line.encode() for line in journal_lines(run_dir)]
     (run_dir / rundir.JOURNAL).write_bytes(b"".join([lines[0], b"\xff\xfe\0\n", *lines[1:]]))
-    scan = rundir.scan_journal(run_dir)
+    scan = scan_journal(run_dir)
     assert len(scan.records) == 3 and [str(p) for p in scan.problems] == ["2 (not UTF-8 text)"]
 
 
@@ -195,9 +197,9 @@ def test_finalized_tables_keep_the_count_of_unreadable_lines(tmp_path: Path) -> 
     run_dir = make_run(tmp_path)
     lines = journal_lines(run_dir)
     rewrite(run_dir, [lines[0], "{oops\n", lines[1], "7\n", lines[2]])
-    assert [str(p) for p in rundir.finalize_tables(run_dir)] == [
+    assert [str(p) for p in finalize_tables(run_dir)] == [
         "2 (bad JSON)", "4 (not a JSON object)"]
-    tables = rundir.load(run_dir, quiet=True)  # from the Parquet files
+    tables = reader.load(run_dir, quiet=True)  # from the Parquet files
     assert tables.unreadable == 2 and [p.line for p in tables.problems] == [2, 4]
 
 
@@ -206,30 +208,30 @@ def test_tables_written_without_the_count_still_report_the_journals_bad_lines(
     run_dir = make_run(tmp_path)
     lines = journal_lines(run_dir)
     rewrite(run_dir, [lines[0], "{oops\n", *lines[1:]])
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
     for name in (rundir.TRIALS, rundir.EVENTS):  # as an older version wrote them
         table = pq.read_table(run_dir / name)
         pq.write_table(table.replace_schema_metadata(None), run_dir / name)
-    assert rundir.load(run_dir, quiet=True).unreadable_note() == \
+    assert reader.load(run_dir, quiet=True).unreadable_note() == \
         "journal: 1 unreadable line(s) skipped: 2 (bad JSON)"
 
 
 def test_tables_built_in_memory_equal_the_finalized_ones(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, trials=5)
-    in_memory = rundir.load(run_dir)
+    in_memory = reader.load(run_dir)
     assert not (run_dir / rundir.TRIALS).exists()  # load wrote nothing
-    rundir.finalize_tables(run_dir)
-    from_parquet = rundir.load(run_dir)
+    finalize_tables(run_dir)
+    from_parquet = reader.load(run_dir)
     pd.testing.assert_frame_equal(in_memory.trials, from_parquet.trials)
     pd.testing.assert_frame_equal(in_memory.events, from_parquet.events)
 
 
 def test_a_corrupt_parquet_file_falls_back_to_the_journal(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
     (run_dir / rundir.TRIALS).write_bytes(b"PAR1 not really")
     before = snapshot(run_dir)
-    assert sorted(rundir.load(run_dir).trials["trial"]) == [0, 1, 2]
+    assert sorted(reader.load(run_dir).trials["trial"]) == [0, 1, 2]
     assert snapshot(run_dir) == before
 
 

@@ -15,13 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 # Lowest first: a module may import its own package and the ones listed before it, never one
 # after it (lazy imports inside functions count too). ARCHITECTURE.md draws the same order.
-ORDER = ["errors", "proc", "paths", "store", "suite", "host", "guests", "workloads", "tracing",
+# `model` (the plain record types) is below everything: it imports nothing of ours.
+ORDER = ["model", "errors", "proc", "paths", "store", "suite", "host", "guests", "workloads", "tracing",
          "run", "analysis", "lab", "fleet", "cli"]
 # The faces at the top of the package: each hands on one stage's names.
-FACES = {"results": {"store"}, "nightly": {"fleet"}}
+FACES = {"results": {"model", "store"}, "nightly": {"fleet"}}
 GUEST_SIDE = ("libvirt", "libvirt_qemu", "paramiko", "qemu", "orchestrator.guests",
               "orchestrator.run", "orchestrator.lab")
 HEAVY = ("libvirt", "libvirt_qemu", "paramiko", "qemu")
+TABLE_LIBRARIES = ("pandas", "pyarrow")
 
 
 def imports_of(module: Path) -> set[str]:
@@ -37,7 +39,7 @@ def imports_of(module: Path) -> set[str]:
 
 
 def stage_of(name: str) -> str | None:
-    """'orchestrator.store.rundir.load' -> 'store'; None for what is not ours."""
+    """'orchestrator.store.reader.load' -> 'store'; None for what is not ours."""
     parts = name.split(".")
     if parts[0] != "orchestrator" or len(parts) < 2:
         return None
@@ -80,12 +82,35 @@ def test_table_readers_never_import_guest_machinery(stage: str) -> None:
 def test_analysis_reads_only_the_store() -> None:
     stages = {s for m in modules_of("analysis") for name in imports_of(m)
               if (s := stage_of(name))}
-    assert stages <= {"errors", "store", "analysis"}
+    assert stages <= {"model", "errors", "store", "analysis"}
 
 
 def test_proc_imports_nothing_of_the_package_but_errors() -> None:
     ours = {i for i in imports_of(PACKAGE / "proc.py") if i.startswith("orchestrator")}
     assert ours <= {"orchestrator.errors", "orchestrator.errors.HarnessError"}
+
+
+def test_model_imports_nothing_of_the_package() -> None:
+    assert not {i for i in imports_of(PACKAGE / "model.py") if i.startswith("orchestrator")}
+
+
+def loaded_by(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    """The modules under `prefixes` that importing `modules` loads, in a fresh interpreter."""
+    code = (f"import importlib, json, sys\nfor name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {prefixes!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def test_importing_the_model_loads_no_table_libraries() -> None:
+    """The record types travel through adapters, tracers and the executor: no pandas, no
+    pyarrow (nor does the run directory or the journal, which a run's writer appends to)."""
+    assert loaded_by(["orchestrator.model"], TABLE_LIBRARIES) == []
+    assert loaded_by(["orchestrator.store.rundir", "orchestrator.store.journal"],
+                     TABLE_LIBRARIES) == []
 
 
 def test_suite_knows_nothing_of_hosts_or_guests() -> None:
@@ -96,13 +121,9 @@ def test_suite_knows_nothing_of_hosts_or_guests() -> None:
 def test_importing_the_readers_loads_no_guest_machinery() -> None:
     """What `from orchestrator import results` or a report pulls in, measured in a fresh
     interpreter: no libvirt, paramiko or QEMU (a pandas user on a laptop has none of them)."""
-    readers = ["orchestrator.results", "orchestrator.store.rundir", "orchestrator.store.ledger",
-               "orchestrator.analysis",
-               *(f"orchestrator.analysis.{m.stem}" for m in modules_of("analysis")
-                 if m.stem != "__init__")]
-    code = (f"import importlib, json, sys\nfor name in {readers!r}:\n"
-            "    importlib.import_module(name)\n"
-            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=True)
-    assert json.loads(done.stdout) == []
+    readers = ["orchestrator.results", "orchestrator.model",
+               *(f"orchestrator.{m.parent.name}.{m.stem}"
+                 for stage in ("store", "analysis") for m in modules_of(stage)
+                 if m.stem != "__init__"),
+               "orchestrator.analysis"]
+    assert loaded_by(readers, HEAVY) == []

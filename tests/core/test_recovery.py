@@ -219,7 +219,7 @@ def test_a_live_run_is_never_touched(fake_bin: Path, hanging_suite: Path, tmp_pa
 
 def fake_run_dir(root: Path) -> Path:
     run_dir = rundir.new_run_dir(root, "killed")
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": run_dir.name, "suite_name": "killed", "status": "running"})
     return run_dir
 

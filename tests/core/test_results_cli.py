@@ -15,8 +15,10 @@ import pytest
 from orchestrator.analysis.summary import status_line
 from orchestrator.errors import BadInput
 from orchestrator.fleet import nightly
-from orchestrator.store import rundir
-from orchestrator.store.rundir import Metric, Outcome, TrialRecord
+from orchestrator.model import Metric, Outcome, TrialRecord
+from orchestrator.store import reader, rundir
+from orchestrator.store.journal import Journal
+from orchestrator.store.tables import finalize_tables
 from tests.core.conftest import cli_env
 
 CLI = [sys.executable, "-m", "orchestrator.cli"]
@@ -37,11 +39,11 @@ def make_run(root: Path, *, status: str = "done", outcomes: list[Outcome] | None
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.value] = counts.get(outcome.value, 0) + 1
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": run_dir.name, "suite_name": "s", "git_rev": "abc", "status": status,
         "started_at": started, "host": {"hostname": "lab1"}, "outcomes": counts,
         "param_columns": {"pages": "int"}, "plan": {"trials": planned or len(outcomes)}})
-    with rundir.Journal(run_dir) as journal:
+    with Journal(run_dir) as journal:
         for trial, outcome in enumerate(outcomes):
             journal.append(TrialRecord(
                 cell_id="c1", trial=trial, warmup=False, paging_requested="tdp",
@@ -50,7 +52,7 @@ def make_run(root: Path, *, status: str = "done", outcomes: list[Outcome] | None
                 reason="" if outcome is Outcome.OK else "it broke",
                 metrics=(Metric("fork_us", 2.0 + trial, "us"),) if outcome is Outcome.OK
                 else ()))
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
     return run_dir
 
 
@@ -82,16 +84,16 @@ def test_list_runs_skips_a_damaged_manifest_with_one_warning(
     bad = make_run(tmp_path)
     text, said = BAD_MANIFESTS[kind]
     damage(bad, text)
-    skipped: list[rundir.SkippedRun] = []
+    skipped: list[reader.SkippedRun] = []
     with caplog.at_level(logging.WARNING, "orchestrator"):
-        runs = rundir.list_runs(tmp_path, skipped=skipped)
+        runs = reader.list_runs(tmp_path, skipped=skipped)
     assert [r["path"] for r in runs] == [good]
     [warning] = [r.getMessage() for r in caplog.records]
     assert str(bad / rundir.MANIFEST) in warning and said in warning
     assert "\n" not in warning
     assert [s.path for s in skipped] == [bad]
     with pytest.raises(BadInput, match=said):  # named on its own: one-line BadInput
-        rundir.load(bad)
+        reader.load(bad)
 
 
 def test_results_lists_the_other_runs_when_one_manifest_is_truncated(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 from tests.core.conftest import cli_env, write_suite
 
 pytestmark = pytest.mark.slow  # real `orchestrate run` processes, seconds each
@@ -42,7 +42,7 @@ def test_a_clean_run_writes_tables_manifest_and_latest(fake_bin: Path, suite_fil
     assert done.returncode == 0, done.stderr
     run_dir = only_run(tmp_path / "res")
     assert (tmp_path / "res" / "latest").resolve() == run_dir.resolve()
-    tables = rundir.load(run_dir)
+    tables = reader.load(run_dir)
     trials = tables.trials
     assert len(trials) == 2 * 4 * 2  # 2 points x (1 warm-up + 3 trials) x (fork_us, minflt)
     fork = trials[trials["metric"] == "fork_us"]
@@ -61,7 +61,7 @@ def test_failed_trials_exit_1_and_are_recorded(fake_bin: Path, suite_file: Path,
     done = orchestrate("run", str(suite_file), "--results-dir", str(tmp_path / "r"),
                        env={"FAKE_BEHAVIOUR": "fail"})
     assert done.returncode == 1, done.stderr
-    trials = rundir.load(only_run(tmp_path / "r")).trials
+    trials = reader.load(only_run(tmp_path / "r")).trials
     failed = trials[trials["outcome"] == "failed"]
     assert set(failed["pages"]) == {2000}
     assert set(failed["reason"]) == {"layout check failed"}
@@ -72,7 +72,7 @@ def test_a_hung_workload_times_out_as_error_exit_3(fake_bin: Path, tmp_path: Pat
     done = orchestrate("run", str(suite), "--results-dir", str(tmp_path / "r"),
                        env={"FAKE_BEHAVIOUR": "hang"})
     assert done.returncode == 3, done.stderr
-    trials = rundir.load(only_run(tmp_path / "r")).trials
+    trials = reader.load(only_run(tmp_path / "r")).trials
     assert set(trials["outcome"]) == {"error"}
     assert trials["reason"].str.contains("timed out after 1s").all()
 
@@ -104,7 +104,7 @@ def test_kill_mid_run_then_resume_loses_and_duplicates_nothing(fake_bin: Path,
     assert 4 <= before < 15
     done = orchestrate("run", "--resume", str(run_dir))
     assert done.returncode == 0, done.stderr
-    trials = rundir.load(run_dir).trials
+    trials = reader.load(run_dir).trials
     keys = trials[trials["metric"] == "fork_us"][["cell_id", "trial"]]
     assert len(keys) == 15 and not keys.duplicated().any()
     assert journal_lines(run_dir) == 15  # the resumed run re-ran nothing already recorded
@@ -128,7 +128,7 @@ def test_sigterm_keeps_results_and_marks_the_run_interrupted(fake_bin: Path,
     manifest = rundir.read_manifest(run_dir)
     assert manifest["status"] == "interrupted"
     assert (run_dir / rundir.TRIALS).exists()
-    assert len(rundir.load(run_dir).trials) >= 2
+    assert len(reader.load(run_dir).trials) >= 2
 
 
 def test_rerun_failed_reruns_only_those_and_keeps_the_latest_attempt(fake_bin: Path,
@@ -141,7 +141,7 @@ def test_rerun_failed_reruns_only_those_and_keeps_the_latest_attempt(fake_bin: P
     done = orchestrate("run", "--rerun-failed", str(run_dir))
     assert done.returncode == 0, done.stderr
     assert journal_lines(run_dir) == 12  # only the 4 failed trials ran again
-    trials = rundir.load(run_dir).trials
+    trials = reader.load(run_dir).trials
     fork = trials[trials["metric"] == "fork_us"]
     assert len(fork) == 8 and set(trials["outcome"]) == {"ok"}
     assert set(fork.loc[fork["pages"] == 2000, "attempt"]) == {2}
@@ -176,7 +176,7 @@ def test_unavailable_modes_are_recorded_as_skipped_with_the_reason(fake_bin: Pat
         "paging: [native]", "paging: [native, shadow]\naccel: kvm\nguests: {g: {}}"))
     done = orchestrate("run", str(suite), "--results-dir", str(tmp_path / "r"),
                        )
-    trials = rundir.load(only_run(tmp_path / "r")).trials
+    trials = reader.load(only_run(tmp_path / "r")).trials
     shadow = trials[trials["paging_requested"] == "shadow"]
     assert len(shadow) > 0 and set(shadow["outcome"]) <= {"skipped", "error"}
     assert shadow["reason"].str.len().min() > 10

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from orchestrator import proc
-from orchestrator.store.rundir import Outcome
+from orchestrator.model import Outcome
 from orchestrator.workloads import adapters
 
 

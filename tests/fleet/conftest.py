@@ -78,7 +78,7 @@ def fake_run(root: Path, suite: str, *, status: str = "done", started: float | N
              outcomes: dict[str, int] | None = None, host: str = "lab1") -> Path:
     """A run directory with only a manifest: enough for listing, baselines and retention."""
     run_dir = rundir.new_run_dir(root, suite)
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": run_dir.name, "suite_name": suite, "status": status,
         "started_at": str(started if started is not None else time.time()),
         "outcomes": outcomes if outcomes is not None else {"ok": 3},

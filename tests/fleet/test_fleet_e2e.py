@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 from tests.fleet.conftest import QUICK_SUITE, ROOT, write_suite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.needs_root]
@@ -213,7 +213,7 @@ def test_provision_nightly_collect_on_a_runner_in_a_namespace(
              "-a", str(wrapper))
     log = (tmp_path / "runner" / "log" / "nightly.log").read_text()
     assert "nightly exits 0 (ok)" in log, log[-3000:]
-    [made] = rundir.list_runs(tmp_path / "runner" / "results")
+    [made] = reader.list_runs(tmp_path / "runner" / "results")
 
     out = _playbook(tmp_path, inventory, "collect.yml")
     assert "collected 1 run(s)" in out
@@ -229,7 +229,7 @@ def test_provision_nightly_collect_on_a_runner_in_a_namespace(
     out = _ansible(tmp_path, "ansible-playbook", "-i", str(inventory),
                    str(ANSIBLE / "fleet-run.yml"), "-e", f"suite={quick}")
     assert "exit 0 (ok)" in out and "collected 1 run(s)" in out
-    [quick_run] = [r for r in rundir.list_runs(fleet) if r["suite_name"] == "fleet-quick"]
+    [quick_run] = [r for r in reader.list_runs(fleet) if r["suite_name"] == "fleet-quick"]
     assert quick_run["collected_from"] == HOST and quick_run["status"] == "done"
 
     listing = subprocess.run(

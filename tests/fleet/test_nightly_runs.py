@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ExitCode
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
+from orchestrator.store.tables import finalize_tables
 from tests.fleet.conftest import (
     LONG_SUITE,
     QUICK_SUITE,
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.integration]
 def _wait_for_run_dir(root: Path, timeout: float = 120) -> Path:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        runs = rundir.list_runs(root, hosts=False)
+        runs = reader.list_runs(root, hosts=False)
         if runs and runs[-1].get("host_conditions") is not None:
             return Path(runs[-1]["path"])
         time.sleep(0.2)
@@ -59,7 +60,7 @@ def test_a_second_nightly_is_refused_while_the_first_holds_the_lock(
     assert first.returncode == ExitCode.INTERRUPTED, err
     assert manifest(run_dir)["status"] == "interrupted"
     # one run only: the refused nightly never started one
-    assert len(rundir.list_runs(tmp_path / "res")) == 1
+    assert len(reader.list_runs(tmp_path / "res")) == 1
 
 
 def test_the_deadline_stops_the_run_and_marks_it_interrupted(
@@ -75,7 +76,7 @@ def test_the_deadline_stops_the_run_and_marks_it_interrupted(
     assert "deadline of 20s reached" in done.stderr
     assert "marked interrupted" in done.stderr and "Traceback" not in done.stderr
     assert took < 60  # not the two minutes the suite needs
-    [run] = rundir.list_runs(tmp_path / "res")
+    [run] = reader.list_runs(tmp_path / "res")
     assert run["status"] == "interrupted"
     text = log.read_text()
     assert "sending SIGTERM" in text and "run: orchestrate: interrupted" in text
@@ -92,7 +93,7 @@ def _slow_down_baseline(run_dir: Path, factor: float) -> None:
         rec["metrics"] = [[n, v / factor if u == "us" else v, u] for n, v, u in rec["metrics"]]
         lines.append(json.dumps(rec))
     journal.write_text("\n".join(lines) + "\n")
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
 
 
 def test_a_regression_against_the_last_good_run_exits_4_and_retention_applies(
@@ -101,19 +102,19 @@ def test_a_regression_against_the_last_good_run_exits_4_and_retention_applies(
     first = run_nightly(suite, res, "--keep", "1")
     assert first.returncode == ExitCode.OK, first.stderr
     assert "nothing to compare with" in first.stdout
-    [baseline] = [Path(r["path"]) for r in rundir.list_runs(res)]
+    [baseline] = [Path(r["path"]) for r in reader.list_runs(res)]
     _slow_down_baseline(baseline, 10.0)
 
     second = run_nightly(suite, res, "--keep", "1")
     assert second.returncode == ExitCode.REGRESSION, second.stdout + second.stderr
     assert f"compare {baseline.name} -> " in second.stderr and "REGRESSION" in second.stderr
     # keep 1, but the baseline is never deleted: both runs are there
-    assert len(rundir.list_runs(res)) == 2
+    assert len(reader.list_runs(res)) == 2
 
     third = run_nightly(suite, res, "--keep", "1")
     # the regressed run was good (exit 0 of its own), so it is the new baseline; the old
     # baseline is now beyond retention
     assert third.returncode in (ExitCode.OK, ExitCode.REGRESSION), third.stderr
-    left = [Path(r["path"]) for r in rundir.list_runs(res)]
+    left = [Path(r["path"]) for r in reader.list_runs(res)]
     assert baseline not in left and len(left) == 2
     assert "retention (keep 1): deleted " + baseline.name in (res / "nightly.log").read_text()

@@ -14,7 +14,7 @@ from orchestrator.cli import entry as cli
 from orchestrator.errors import ExitCode
 from orchestrator.fleet import nightly
 from orchestrator.run.lock import run_lock
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 from tests.fleet.conftest import fake_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,10 +86,10 @@ def test_a_fleet_root_lists_runs_of_every_host(tmp_path: Path) -> None:
     b = fake_run(tmp_path / "lab2", "s", started=300, host="lab2-real-name")
     (tmp_path / "lab1" / "latest").symlink_to(a.name)
     (tmp_path / "empty-host").mkdir()
-    runs = rundir.list_runs(tmp_path)
+    runs = reader.list_runs(tmp_path)
     assert [r["path"] for r in runs] == [local, a, b]
     assert [r.get("collected_from") for r in runs] == [None, "lab1", "lab2"]
-    assert [r["path"] for r in rundir.list_runs(tmp_path, hosts=False)] == [local]
+    assert [r["path"] for r in reader.list_runs(tmp_path, hosts=False)] == [local]
 
 
 def test_results_lists_a_fleet_root_with_hosts(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_results_lists_a_fleet_root_with_hosts(tmp_path: Path) -> None:
     assert lines[1].split()[:3] == [f"lab1/{a.name}", "lab1", "done"]
     assert lines[2].split()[:3] == [f"lab2/{b.name}", "lab2", "(lab2-real-name)"]
     # and the name shown resolves to the run
-    assert rundir.resolve_run(f"lab1/{a.name}", tmp_path) == a.resolve()
+    assert reader.resolve_run(f"lab1/{a.name}", tmp_path) == a.resolve()
 
 
 def test_a_bad_deadline_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_the_verb_refuses_while_another_nightly_holds_the_lock(
         f"nightly: another nightly run holds the lock {private_nightly_lock} "
         f"(pid {os.getpid()} since {err.split(' since ')[1].split(' ')[0]} "
         "nightly held by the test); not starting"]
-    assert rundir.list_runs(tmp_path) == []  # nothing was started
+    assert reader.list_runs(tmp_path) == []  # nothing was started
     assert "another nightly run holds the lock" in (tmp_path / "nightly.log").read_text()
 
 

@@ -21,8 +21,8 @@ from orchestrator.guests.images import Image
 from orchestrator.guests.libvirt_domain import pick_free_port
 from orchestrator.guests.qemu_direct import RunningQemu, migrate_locally
 from orchestrator.guests.ssh import new_run_key
-from orchestrator.store import rundir
-from orchestrator.store.rundir import Outcome
+from orchestrator.model import Outcome
+from orchestrator.store import reader
 from orchestrator.workloads.dirty import Interval, parse_intervals, phase_rate, run_trial
 from tests.guests.conftest import spec_for
 
@@ -66,7 +66,7 @@ def test_suite_with_dirty_logging_and_a_migration(mini_image: Image, tmp_path: P
                           text=True, timeout=900,
                           env={**os.environ, "ORCH_GUEST_LAUNCHER": "qemu"})
     assert done.returncode == 0, done.stderr[-3000:]
-    run = rundir.load(tmp_path / "r" / "latest")
+    run = reader.load(tmp_path / "r" / "latest")
     native = run.trials[run.trials["paging_mode"] == "native"]
     assert set(native["outcome"]) == {"skipped"}  # nothing to log or migrate natively
     guest = run.trials[run.trials["paging_mode"] == "tcg"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.guests.images import Image
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def assert_all_ok_with_guests(run_dir: Path) -> None:
     manifest = rundir.read_manifest(run_dir)
     assert manifest["status"] == "done", manifest.get("outcomes")
     assert manifest["outcomes"] == {"ok": DEFAULT_TRIALS}
-    trials = rundir.load(run_dir).trials
+    trials = reader.load(run_dir).trials
     assert set(trials["outcome"]) == {"ok"}
     guest_rows = trials[trials["guest"] != "host"]
     assert len(guest_rows) > 0 and set(guest_rows["accel"]) <= {"kvm", "tcg"}

@@ -17,7 +17,7 @@ from orchestrator.guests.images import Image
 from orchestrator.guests.libvirt_domain import running_domain
 from orchestrator.guests.ssh import new_run_key
 from orchestrator.proc import CommandError
-from orchestrator.store import rundir
+from orchestrator.store import reader
 from tests.guests.conftest import project_domains, spec_for
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def test_suite_with_native_and_a_guest_gives_one_table(
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "runs under TCG" in done.stderr  # the user is told the guest timings are TCG's
-    run = rundir.load(tmp_path / "r" / "latest")
+    run = reader.load(tmp_path / "r" / "latest")
     fork = run.trials[run.trials["metric"] == "fork_us"]
     by_target = fork.groupby(["paging_requested", "paging_mode", "accel", "guest"]).size()
     assert by_target.to_dict() == {("native", "native", "native", "host"): 6,
@@ -139,7 +139,7 @@ def test_run_against_a_dead_libvirt_records_errors_and_exits_3(
              "ORCH_LIBVIRT_URI": "qemu+unix:///system?socket=/nonexistent/sock"})
     assert done.returncode == 3
     assert "Traceback" not in done.stderr and "cannot connect to libvirt" in done.stderr
-    trials = rundir.load(tmp_path / "r" / "latest").trials
+    trials = reader.load(tmp_path / "r" / "latest").trials
     assert set(trials["outcome"]) == {"error"} and len(trials) == 6
 
 

@@ -16,7 +16,7 @@ from orchestrator.guests.guest import booted_guest, launcher_name
 from orchestrator.guests.images import Image
 from orchestrator.guests.qemu_direct import qemu_argv
 from orchestrator.guests.ssh import new_run_key
-from orchestrator.store import rundir
+from orchestrator.store import reader
 from tests.guests.conftest import spec_for
 
 SUITE = """\
@@ -100,7 +100,7 @@ def test_suite_run_with_the_direct_launcher_interrupted(mini_image: Image,
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=300)
     assert child.returncode == 130, err
-    run = rundir.load(tmp_path / "r" / "latest")
+    run = reader.load(tmp_path / "r" / "latest")
     assert run.manifest["status"] == "interrupted"
     assert len(run.trials) >= 2 and set(run.trials["accel"]) == {"tcg"}
     assert run.manifest["guests"]["tcg/mini"]["launcher"] == "qemu"

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.errors import BadInput
 from orchestrator.guests.images import build_debian, build_mini, load_image
-from orchestrator.store import rundir
+from orchestrator.store import reader
 from tests.guests.conftest import project_domains
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_debian_image_builds_and_boots(workloads: Path, tmp_path: Path) -> None:
                            "--results-dir", str(tmp_path / "r")], capture_output=True,
                           text=True, timeout=1200)
     assert done.returncode == 0, done.stderr
-    run = rundir.load(tmp_path / "r" / "latest")
+    run = reader.load(tmp_path / "r" / "latest")
     assert set(run.trials["outcome"]) == {"ok"}
     assert set(run.trials["kind"]) == {"fork-dirty", "stress-ng"}
     facts = run.manifest["guests"]["tcg/deb"]

@@ -13,9 +13,10 @@ from orchestrator.errors import HarnessError
 from orchestrator.guests.ssh import ConnectionLost, GuestSession
 from orchestrator.lab import run as lab_run
 from orchestrator.lab.l1 import CONSOLE, QEMU_LOG, Lab, LabLost
+from orchestrator.model import Metric, Outcome, TrialRecord
 from orchestrator.proc import Completed
-from orchestrator.store import rundir
-from orchestrator.store.rundir import Metric, Outcome, TrialRecord
+from orchestrator.store import reader, rundir
+from orchestrator.store.journal import Journal
 from orchestrator.suite.loader import LoadedSuite, load_suite
 
 Answer = Callable[[list[str]], str]
@@ -150,10 +151,10 @@ def test_trials_measured_before_l1_died_are_kept(
     def answer(argv: list[str]) -> str:
         if argv[:2] == ["sh", "-c"] and "setsid" in argv[2]:  # the inner run starts...
             run_dir = rundir.new_run_dir(share / "results", "s")
-            rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+            rundir.RunDir(run_dir).create_manifest({
                 "run_id": run_dir.name, "suite_name": "s", "status": "running",
                 "host": {"hostname": "l1"}, "param_columns": {"pages": "int"}})
-            with rundir.Journal(run_dir) as journal:
+            with Journal(run_dir) as journal:
                 journal.append(fork_row(0))
                 journal.append(fork_row(1))
             session.lost_next = 10  # ...and L1 panics
@@ -173,7 +174,7 @@ def test_trials_measured_before_l1_died_are_kept(
         lab_run.run_in_lab(lab, load_suite(suite), tmp_path / "root", timeout=60)
     kept = next((tmp_path / "root").glob("*-s-*"))
     assert str(kept) in str(caught.value)
-    run = rundir.load(kept)
+    run = reader.load(kept)
     assert sorted(run.trials["value"]) == [3000.0, 3001.0]
     assert run.manifest["status"] == "error" and "Kernel panic" in run.manifest["error"]
     assert run.manifest["lab"]["npt_before"] == "Y" and "lost" in run.manifest["lab"]

@@ -17,7 +17,8 @@ import pytest
 from orchestrator.guests.images import build_mini
 from orchestrator.lab.l1 import NPT, Lab, LabLost, load_kvm, nested_lab
 from orchestrator.lab.run import LabRunOutcome, run_in_lab
-from orchestrator.store import rundir
+from orchestrator.store import reader
+from orchestrator.store.journal import read_journal
 from orchestrator.suite.loader import load_suite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
@@ -109,7 +110,7 @@ def run_suite(lab_host: LabHost, text: str, tmp_path: Path, **kwargs: Any
 def test_tdp_vs_shadow_suite_in_the_lab(lab_host: LabHost, tmp_path: Path) -> None:
     lab, outcome = run_suite(lab_host, SUITE, tmp_path, timeout=2400)
     assert outcome.run_dir is not None, (lab.workdir / "inner.log").read_text()[-2000:]
-    run = rundir.load(outcome.run_dir)
+    run = reader.load(outcome.run_dir)
     trials = run.trials[~run.trials["warmup"]]
     assert set(trials["accel"]) == {"nested-tcg"}  # never labelled plain kvm
     # Seen twice in about twenty runs: an L2 inside the emulated L1 stopped answering
@@ -179,7 +180,7 @@ def assert_guest_faults_line_up_with_kvm(run_dir: Path) -> None:
     is then the guest's virtual address) comes first, then the guest's own handler runs
     (page_fault_user). On the merged timeline the last host fault at that address must lie
     between the guest's previous fault and this one: a misaligned clock puts it elsewhere."""
-    journal = [r for r in rundir.read_journal(run_dir)
+    journal = [r for r in read_journal(run_dir)
                if r["paging_mode"] == "shadow" and r["params"]["pages"] == 64000
                and "timeline" in r["info"]]
     assert journal, "no timeline for the shadow trial at 64,000 pages"
@@ -218,7 +219,7 @@ def test_interrupted_lab_run_restores_npt(lab_host: LabHost, tmp_path: Path) -> 
                              stop_when=shadow_has_begun)
     assert outcome.exit_code == 130
     assert outcome.run_dir is not None
-    run = rundir.load(outcome.run_dir)
+    run = reader.load(outcome.run_dir)
     assert run.manifest["status"] == "interrupted"
     assert {"tdp", "shadow"} <= set(run.trials["paging_mode"])  # stopped half way
     assert "N" in {s["npt"] for s in outcome.samples}  # it was in shadow mode when stopped
@@ -231,12 +232,12 @@ def test_dirty_logging_and_migration_in_the_lab(lab_host: LabHost, tmp_path: Pat
     lab, outcome = run_suite(lab_host, DIRTY_SUITE, tmp_path, timeout=2400)
     assert outcome.exit_code == 0, (lab.workdir / "inner.log").read_text()[-2000:]
     assert outcome.run_dir is not None
-    run = rundir.load(outcome.run_dir)
+    run = reader.load(outcome.run_dir)
     trials = run.trials
     assert set(trials["outcome"]) == {"ok"} and set(trials["accel"]) == {"nested-tcg"}
     # an L2 lost under the emulated L1 (seen: its QEMU ended mid-trial) is run again once in
     # a fresh guest; the table keeps that attempt, the journal both
-    lost = [r["reason"] for r in rundir.read_journal(outcome.run_dir) if r["outcome"] != "ok"]
+    lost = [r["reason"] for r in read_journal(outcome.run_dir) if r["outcome"] != "ok"]
     print("trials lost with their guest and run again:", lost)
     value = trials.pivot_table(index=["paging_mode", "guest", "workload"], columns="metric",
                                values="value").to_dict("index")
@@ -251,7 +252,7 @@ def test_dirty_logging_and_migration_in_the_lab(lab_host: LabHost, tmp_path: Pat
             assert migration["transferred_mib"] > 0 and migration["downtime_ms"] >= 0
             assert migration["pages_per_s_during"] > 0
     # QEMU says which dirty log it measured with: the ring where the guest has one
-    journal = list(rundir.read_journal(outcome.run_dir))
+    journal = list(read_journal(outcome.run_dir))
     measured = {(r["paging_mode"], r["guest"]): r["info"]["mode"]
                 for r in journal if r["workload"] == "logging" and r["outcome"] == "ok"}
     assert measured == {("tdp", "small"): "dirty-bitmap", ("shadow", "small"): "dirty-bitmap",

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.model import Metric, Outcome, TrialRecord
 from orchestrator.store import rundir
-from orchestrator.store.rundir import Metric, Outcome, TrialRecord
+from orchestrator.store.journal import Journal
+from orchestrator.store.tables import finalize_tables
 
 CELLS = {"c-small": 1280, "c-large": 128000}
 
@@ -21,11 +23,11 @@ def make_run(root: Path, name: str, values: Callable[[str, int], float], *, tria
              manifest: dict[str, Any] | None = None) -> Path:
     """A run of CELLS; the cells named in `failing` error out before reporting a metric."""
     run_dir = rundir.new_run_dir(root, suite)
-    rundir.write_json_atomic(run_dir / rundir.MANIFEST, {
+    rundir.RunDir(run_dir).create_manifest({
         "run_id": f"{name}-{run_dir.name}", "suite_name": suite, "git_rev": "abc",
         "status": "done", "started_at": str(started or time.time()),
         "host": {"hostname": "lab1"}, "param_columns": {"pages": "int"}, **(manifest or {})})
-    with rundir.Journal(run_dir) as journal:
+    with Journal(run_dir) as journal:
         for cell, pages in CELLS.items():
             for trial in range(trials):
                 metrics = (Metric("fork_us", values(cell, trial), "us"),
@@ -38,7 +40,7 @@ def make_run(root: Path, name: str, values: Callable[[str, int], float], *, tria
                     reason="guest lost" if cell in failing else "",
                     metrics=() if cell in failing else metrics,
                     started_at=(started or time.time()) + trial))
-    rundir.finalize_tables(run_dir)
+    finalize_tables(run_dir)
     return run_dir
 
 

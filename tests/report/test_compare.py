@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.compare import compare_tables
-from orchestrator.store import rundir
+from orchestrator.store import reader
 from tests.report.conftest import make_run, noisy
 
 
 def verdicts(base: Path, new: Path) -> dict[tuple[str, str], str]:
-    changes = compare_tables(rundir.load(base).trials, rundir.load(new).trials, ["pages"])
+    changes = compare_tables(reader.load(base).trials, reader.load(new).trials, ["pages"])
     return {(c.cell_id, c.metric): c.verdict for c in changes}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.analysis.history import steps
-from orchestrator.store import rundir
+from orchestrator.store import reader, rundir
 from tests.report.conftest import make_run, noisy
 
 
@@ -19,7 +19,7 @@ def nights(tmp_path: Path, factors: list[float]) -> pd.DataFrame:
     runs = [make_run(tmp_path, f"n{i:02d}", noisy(100 + i, sigma=0.04, slow_cell="c-large",
                                                    factor=f), trials=8, started=1e9 + i * 86400)
             for i, f in enumerate(factors)]
-    return pd.concat([rundir.load(r).trials for r in runs], ignore_index=True)
+    return pd.concat([reader.load(r).trials for r in runs], ignore_index=True)
 
 
 def test_a_persistent_step_is_detected_at_its_first_night(tmp_path: Path) -> None:

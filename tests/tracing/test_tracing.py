@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import proc
-from orchestrator.store import rundir
+from orchestrator.store import reader
 from orchestrator.tracing.event_globs import expand_globs
 from orchestrator.tracing.perf import (
     DEFAULT_GUEST,
@@ -53,7 +53,7 @@ def test_window_reports_unknown_as_unavailable_never_zero() -> None:
         ("page-faults", 7.0, True), ("nosuch:ev", None, False)]
 
 
-def run_suite(tmp_path: Path, paging: str, extra: str = "") -> rundir.RunTables:
+def run_suite(tmp_path: Path, paging: str, extra: str = "") -> reader.RunTables:
     subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
     suite = tmp_path / "s.yaml"
     suite.write_text(f"""\
@@ -70,7 +70,7 @@ timeouts: {{boot: 120s, trial: 60s}}
                            "--results-dir", str(tmp_path / "r")], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    return rundir.load(tmp_path / "r" / "latest")
+    return reader.load(tmp_path / "r" / "latest")
 
 
 def assert_page_faults_match(events: object, mode: str) -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.store import rundir
+from orchestrator.store import reader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ def test_native_smoke_suite_produces_the_tables(bin_dir: Path, tmp_path: Path) -
         [sys.executable, "-m", "orchestrator.cli", "run", str(ROOT / "suites/native-smoke.yaml"),
          "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    run = rundir.load(tmp_path / "latest")
+    run = reader.load(tmp_path / "latest")
     trials = run.trials
     assert set(trials["kind"]) == {"fork-dirty", "mprotect", "hugepage", "fault", "dirtier",
                                    "noop", "stress-ng"}
