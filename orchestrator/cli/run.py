@@ -10,7 +10,7 @@ from typing import Any
 from orchestrator.errors import BadInput
 from orchestrator.host import host_facts
 from orchestrator.run import runner
-from orchestrator.run.backends import lab_host_backend
+from orchestrator.run.backends import ACCEL_LABELS, lab_host_backend
 from orchestrator.run.execute import no_tracing
 from orchestrator.run.lock import run_lock
 from orchestrator.run.progress import make_progress
@@ -40,6 +40,10 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--force-mode-switch", action="store_true",
                      help="reload KVM for a paging mode even while other VMs use /dev/kvm "
                           "(they will break)")
+    # what rows of KVM modes say: `orchestrate lab run` gives `nested-tcg` to the run it starts
+    # inside the nested lab's L1 (whose own KVM is emulated); not for users
+    run.add_argument("--accel-label", choices=ACCEL_LABELS, default=ACCEL_LABELS[0],
+                     help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
 
@@ -48,14 +52,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if existing is not None:
         run_dir = existing_run(existing, args.results_dir)
         loaded = _suite_for_existing(args.suite, run_dir)
-        req = _request(loaded, run_dir.parent, args.force_mode_switch)
+        req = _request(loaded, run_dir.parent, args)
         with run_lock(what=f"resume {run_dir.name}"):
             outcome = runner.resume_run(req, run_dir,
                                         only_failed=args.rerun_failed is not None)
     else:
         loaded = _suite_for_new(args)
-        req = _request(loaded, args.results_dir or rundir.default_root(),
-                       args.force_mode_switch)
+        req = _request(loaded, args.results_dir or rundir.default_root(), args)
         with run_lock(what=f"suite {loaded.suite.name}"):
             outcome = runner.start_run(req)
     _print_summary(outcome)
@@ -97,12 +100,13 @@ def _suite_for_existing(suite: Path | None, run_dir: Path) -> LoadedSuite:
     return stored
 
 
-def _request(loaded: LoadedSuite, root: Path, force: bool) -> runner.RunRequest:
+def _request(loaded: LoadedSuite, root: Path, args: argparse.Namespace) -> runner.RunRequest:
     suite = loaded.suite
     traced = bool(suite.trace.host or suite.trace.guest) or any(w.trace for w in suite.workloads)
     return runner.RunRequest(
         loaded=loaded, results_root=root,
-        backend_factory=partial(lab_host_backend, force=force),
+        backend_factory=partial(lab_host_backend, force=args.force_mode_switch,
+                                accel_label=args.accel_label),
         progress=make_progress(), host_facts=host_facts.collect,
         tracer=PerfTracer(suite) if traced else no_tracing,
     )

@@ -82,10 +82,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def inner_env(venv: Path) -> dict[str, str]:
-    """The whole environment of an orchestrator command inside L1."""
+    """The whole environment of an orchestrator command inside L1: L1's own settings (guests
+    as QEMU processes, the images staged in the share), read by that command's front door."""
     return {
         "PATH": f"{venv}/bin:{L1_PATH}",
-        "HOME": "/root", "ORCH_ACCEL_LABEL": "nested-tcg", "ORCH_GUEST_LAUNCHER": "qemu",
+        "HOME": "/root", "ORCH_GUEST_LAUNCHER": "qemu",
         "ORCH_IMAGE_CACHE": f"{SHARE}/images", "NO_COLOR": "1", "TERM": "dumb",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
@@ -103,10 +104,12 @@ def orchestrate_in_lab(lab: Lab, *args: str, timeout: float) -> proc.Completed:
 def inner_script(venv: Path, hostname: str) -> str:
     assignments = " ".join(f"{k}={v}" for k, v in inner_env(venv).items())
     # A background job of a non-interactive shell ignores SIGINT, so the run is stopped with
-    # SIGTERM (which the orchestrator treats as Ctrl-C: guests destroyed, npt restored).
+    # SIGTERM (which the orchestrator treats as Ctrl-C: guests destroyed, npt restored). L1's
+    # KVM runs on emulated hardware: its rows say so (accel=nested-tcg, not kvm).
     return (f"#!/bin/sh\nhostname {hostname}\ncd {SHARE}\n"
             f"env -i {assignments} {venv}/bin/orchestrate run {SHARE}/suite.yaml "
-            f"--results-dir {SHARE}/results > {SHARE}/inner.log 2>&1 &\n"
+            f"--results-dir {SHARE}/results --accel-label nested-tcg "
+            f"> {SHARE}/inner.log 2>&1 &\n"
             f"echo $! > {SHARE}/inner.pid\nwait $!\necho $? > {SHARE}/inner.rc\n")
 
 

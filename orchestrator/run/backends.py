@@ -2,13 +2,14 @@
 
 The paging mode a row carries is read from sysfs when the mode is entered, never copied from
 the suite. Without usable KVM (the project's own machines), guests run under TCG and rows say
-`accel=tcg`, `paging_mode=tcg`, unless the suite demands `accel: kvm`.
+`accel=tcg`, `paging_mode=tcg`, unless the suite demands `accel: kvm`. With KVM, rows say
+the backend's `accel_label`: `kvm`, or `nested-tcg` when this host is the nested lab's L1
+(`orchestrate lab run` starts the run inside it with `--accel-label nested-tcg`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from orchestrator.suite.schema import AccelChoice, RequestedMode
 
 log = logging.getLogger(__name__)
 
+ACCEL_LABELS = ("kvm", "nested-tcg")  # what rows of a KVM mode say: bare metal, the lab's L1
+
 
 @dataclass
 class LabHostBackend:
@@ -45,11 +48,12 @@ class LabHostBackend:
     uri: str = field(default_factory=default_uri)
     force: bool = False  # reload KVM even while other VMs hold /dev/kvm
     launcher: str = field(default_factory=launcher_name)
+    accel_label: str = ACCEL_LABELS[0]  # one of ACCEL_LABELS
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:
             # the nested lab's L1 is itself emulated: its "native" numbers are TCG numbers
-            return native_mode("tcg" if kvm_label() == "nested-tcg" else "native")
+            return native_mode("tcg" if self.accel_label == "nested-tcg" else "native")
         return self._virtual_mode(mode)
 
     @contextmanager
@@ -70,7 +74,7 @@ class LabHostBackend:
             yield ModeState(mode, "tcg", "tcg", {"reasons": ["the suite asked for accel: tcg"]})
             return
         with paging_mode(mode.value, root=self.sysfs_root, force=self.force) as verified:
-            yield ModeState(mode, verified.paging_mode, kvm_label(),
+            yield ModeState(mode, verified.paging_mode, self.accel_label,
                             {"module": verified.kvm_module, **verified.params})
 
     def open_target(self, state: ModeState, guest: str) -> AbstractContextManager[Target]:
@@ -121,12 +125,6 @@ class LabHostBackend:
         rundir.write_json_atomic(self.run_dir / rundir.MANIFEST, manifest)
 
 
-def kvm_label() -> str:
-    """`kvm`, or `nested-tcg` when this host is the nested lab's L1 (set by `orchestrate lab`)."""
-    label = os.environ.get("ORCH_ACCEL_LABEL", "kvm")
-    return label if label in ("kvm", "nested-tcg") else "kvm"
-
-
 @contextmanager
 def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
     """A per-guest copy-on-write disk next to the image (libvirt's QEMU user can reach it);
@@ -144,6 +142,9 @@ def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
         ledger.undone(entry)
 
 
-def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *,
-                     force: bool = False) -> LabHostBackend:
-    return LabHostBackend(loaded, run_dir, force=force)
+def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *, force: bool = False,
+                     accel_label: str = ACCEL_LABELS[0]) -> LabHostBackend:
+    """The backend of a run, with the label of its KVM rows."""
+    if accel_label not in ACCEL_LABELS:
+        raise ValueError(f"accel label {accel_label!r} is none of {ACCEL_LABELS}")
+    return LabHostBackend(loaded, run_dir, force=force, accel_label=accel_label)
