@@ -30,6 +30,7 @@ from orchestrator.guests.ssh import GuestSession, new_run_key, wait_for_ssh
 from orchestrator.host import accel
 from orchestrator.host.paging import paging_mode
 from orchestrator.run.targets import ModeState, Target, native_mode, native_target
+from orchestrator.settings import Settings, current
 from orchestrator.store import ledger, rundir
 from orchestrator.suite.loader import LoadedSuite
 from orchestrator.suite.schema import AccelChoice, RequestedMode
@@ -49,6 +50,7 @@ class LabHostBackend:
     force: bool = False  # reload KVM even while other VMs hold /dev/kvm
     launcher: str = field(default_factory=launcher_name)
     accel_label: str = ACCEL_LABELS[0]  # one of ACCEL_LABELS
+    image_cache: Path | None = None  # None: the environment's
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:
@@ -85,7 +87,7 @@ class LabHostBackend:
     @contextmanager
     def _guest(self, state: ModeState, name: str) -> Iterator[Target]:
         cfg = self.loaded.suite.guests[name]
-        image = load_image(cfg.image)
+        image = load_image(cfg.image, self.image_cache)
         key, public = new_run_key(self.run_dir / "ssh")
         unique = unique_name(self.run_dir.name, name)
         with ExitStack() as stack:
@@ -143,8 +145,14 @@ def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
 
 
 def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *, force: bool = False,
+                     settings: Settings | None = None,
                      accel_label: str = ACCEL_LABELS[0]) -> LabHostBackend:
-    """The backend of a run, with the label of its KVM rows."""
+    """The backend of a run, everything it needs handed in: the settings (workloads, libvirt
+    URI, guest launcher, image cache) and the label of KVM rows."""
+    settings = settings or current()
     if accel_label not in ACCEL_LABELS:
         raise ValueError(f"accel label {accel_label!r} is none of {ACCEL_LABELS}")
-    return LabHostBackend(loaded, run_dir, force=force, accel_label=accel_label)
+    return LabHostBackend(loaded, run_dir, bin_dir=settings.workloads_bin,
+                          uri=settings.libvirt_uri, force=force,
+                          launcher=settings.guest_launcher, accel_label=accel_label,
+                          image_cache=settings.image_cache)

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.errors import BadInput
+from orchestrator.settings import current
 
 JOURNAL = "trials.jsonl"
 TORN = "trials.jsonl.torn"  # fragments of torn last lines, moved aside by the writer
@@ -768,8 +769,8 @@ def json_ready(value: Any) -> Any:
 
 
 def default_root() -> Path:
-    """Where runs go and are looked up: $ORCH_RESULTS, else ./results."""
-    return Path(os.environ.get("ORCH_RESULTS", "results"))
+    """Where runs go and are looked up: $ORCH_RESULTS, else ./results (settings.py reads it)."""
+    return current().results
 
 
 def hostname() -> str:

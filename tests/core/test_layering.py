@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 # Lowest first: a module may import its own package and the ones listed before it, never one
 # after it (lazy imports inside functions count too). ARCHITECTURE.md draws the same order.
-ORDER = ["errors", "proc", "paths", "store", "suite", "host", "guests", "workloads", "tracing",
-         "run", "analysis", "lab", "fleet", "cli"]
+ORDER = ["errors", "proc", "paths", "settings", "store", "suite", "host", "guests", "workloads",
+         "tracing", "run", "analysis", "lab", "fleet", "cli"]
 # The faces at the top of the package: each hands on one stage's names.
 FACES = {"results": {"store"}, "nightly": {"fleet"}}
 GUEST_SIDE = ("libvirt", "libvirt_qemu", "paramiko", "qemu", "orchestrator.guests",
