@@ -3,13 +3,12 @@ need (images are built from them, the lab shares the checkout, provenance asks g
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def workloads_bin_dir() -> Path:
-    """The built guest-workloads binaries on this machine (ORCH_WORKLOADS_BIN overrides)."""
-    override = os.environ.get("ORCH_WORKLOADS_BIN")
-    return Path(override).resolve() if override else PROJECT_ROOT / "guest-workloads" / "bin"
+    """This checkout's built guest-workloads binaries: the default of $ORCH_WORKLOADS_BIN
+    (settings.py reads it; callers are handed Settings.workloads_bin)."""
+    return PROJECT_ROOT / "guest-workloads" / "bin"

@@ -53,7 +53,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     # what doctor reports is the host's own state.
     survey = recovery.recover_unless_locked(
         by=f"orchestrate doctor (pid {os.getpid()})",
-        say=lambda line: print(line, file=sys.stderr, flush=True))
+        say=lambda line: print(line, file=sys.stderr, flush=True), settings=args.settings)
     if args.json:
         facts = doctor_facts()
         facts["runs_in_progress"] = [{"run": s.name, "why": s.why} for s in survey.alive]

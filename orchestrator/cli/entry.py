@@ -1,4 +1,6 @@
-"""`orchestrate`: verbs only. Parse arguments, call one function, map errors to exit codes."""
+"""`orchestrate`: verbs only. Parse arguments, read the settings (the `ORCH_*` environment
+variables, once, here: verbs find them in `args.settings` and pass them down), call one
+function, map errors to exit codes."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.fleet import nightly
 from orchestrator.guests import images
 from orchestrator.lab import run as lab_run
+from orchestrator.settings import Settings
 from orchestrator.suite.loader import load_suite
 from orchestrator.suite.plan import make_plan, plan_json
 
@@ -94,7 +97,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = load_suite(args.suite)
+    loaded = load_suite(args.suite, budget=args.settings)
     counts = make_plan(loaded.suite).counts()
     print(f"{args.suite}: ok ({len(loaded.suite.workloads)} workloads, "
           f"{counts['points']} points, {counts['trials']} trials)")
@@ -102,7 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = make_plan(load_suite(args.suite).suite)
+    plan = make_plan(load_suite(args.suite, budget=args.settings).suite)
     if args.json:
         json.dump(plan_json(plan), sys.stdout, indent=1)
         print()
@@ -154,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    crash_dir: Path | None = None
     try:
+        args.settings = Settings.from_environ(os.environ)  # the one read: passed down from here
+        crash_dir = args.settings.crash_dir
         code: int = args.func(args)
         return code
     except OrchestratorError as exc:
@@ -170,7 +176,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except Exception:  # a bug: keep the traceback, print one line pointing at it
         if args.debug:
             raise
-        path = _save_traceback()
+        path = _save_traceback(crash_dir)
         print(f"orchestrate: internal error; traceback saved to {path} "
               "(hint: rerun with --debug, and report it)", file=sys.stderr)
         return ExitCode.HARNESS_BROKE
@@ -185,8 +191,8 @@ def _quiet_broken_pipe() -> int:
     return EXIT_BROKEN_PIPE
 
 
-def _save_traceback() -> Path:
-    where = Path(os.environ.get("ORCH_CRASH_DIR", tempfile.gettempdir()))
+def _save_traceback(where: Path | None) -> Path:
+    """The traceback into a file in `where` ($ORCH_CRASH_DIR; None: the temp directory)."""
     fd, name = tempfile.mkstemp(prefix="orchestrate-crash-", suffix=".txt", dir=where)
     with os.fdopen(fd, "w") as fh:
         traceback.print_exc(file=fh)

@@ -21,7 +21,7 @@ from typing import Any
 import libvirt
 
 from orchestrator.errors import ExitCode, HarnessError
-from orchestrator.guests.libvirt_domain import NAME_PREFIX, connect, default_uri, destroy_by_name
+from orchestrator.guests.libvirt_domain import NAME_PREFIX, connect, destroy_by_name
 from orchestrator.run import recovery
 
 
@@ -50,7 +50,8 @@ def destroy_guests(uri: str, names: list[str]) -> list[str]:
 
 def add_parser(sub: Any) -> None:
     gc = sub.add_parser("gc", help="recover crashed runs; destroy guests no live run owns")
-    gc.add_argument("--uri", default=None, help="libvirt URI (default: qemu:///system)")
+    gc.add_argument("--uri", default=None,
+                    help="libvirt URI (default: $ORCH_LIBVIRT_URI, else qemu:///system)")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be done")
     gc.set_defaults(func=cmd_gc)
 
@@ -60,13 +61,13 @@ def _err(line: str) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    uri = args.uri or default_uri()
+    uri = args.uri or args.settings.libvirt_uri
     try:
         listed: list[str] | None = project_guests(uri)
     except HarnessError as exc:
         listed, unreachable = None, exc
     survey = recovery.recover_unless_locked(by=f"orchestrate gc (pid {os.getpid()})", say=_err,
-                                            dry_run=args.dry_run)
+                                            dry_run=args.dry_run, settings=args.settings)
     live = survey.live_domains()
     for state in survey.alive:
         mine = ", ".join(state.guests) or "none"

@@ -10,11 +10,11 @@ from typing import Any
 from orchestrator.errors import BadInput
 from orchestrator.host import host_facts
 from orchestrator.run import runner
-from orchestrator.run.backends import lab_host_backend
+from orchestrator.run.backends import ACCEL_LABELS, lab_host_backend
 from orchestrator.run.execute import no_tracing
 from orchestrator.run.lock import run_lock
 from orchestrator.run.progress import make_progress
-from orchestrator.store import rundir
+from orchestrator.settings import Settings
 from orchestrator.store.reader import resolve_run
 from orchestrator.suite.loader import LoadedSuite, load_suite
 from orchestrator.tracing.perf import PerfTracer
@@ -40,33 +40,37 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--force-mode-switch", action="store_true",
                      help="reload KVM for a paging mode even while other VMs use /dev/kvm "
                           "(they will break)")
+    # what rows of KVM modes say: `orchestrate lab run` gives `nested-tcg` to the run it starts
+    # inside the nested lab's L1 (whose own KVM is emulated); not for users
+    run.add_argument("--accel-label", choices=ACCEL_LABELS, default=ACCEL_LABELS[0],
+                     help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    settings: Settings = args.settings  # read once by the front door (cli/entry.py)
     existing: Path | None = args.resume or args.rerun_failed
     if existing is not None:
-        run_dir = existing_run(existing, args.results_dir)
-        loaded = _suite_for_existing(args.suite, run_dir)
-        req = _request(loaded, run_dir.parent, args.force_mode_switch)
-        with run_lock(what=f"resume {run_dir.name}"):
+        run_dir = existing_run(existing, args.results_dir, settings)
+        loaded = _suite_for_existing(args.suite, run_dir, settings)
+        req = _request(loaded, run_dir.parent, args, settings)
+        with run_lock(what=f"resume {run_dir.name}", settings=settings):
             outcome = runner.resume_run(req, run_dir,
                                         only_failed=args.rerun_failed is not None)
     else:
-        loaded = _suite_for_new(args)
-        req = _request(loaded, args.results_dir or rundir.default_root(),
-                       args.force_mode_switch)
-        with run_lock(what=f"suite {loaded.suite.name}"):
+        loaded = _suite_for_new(args, settings)
+        req = _request(loaded, args.results_dir or settings.results, args, settings)
+        with run_lock(what=f"suite {loaded.suite.name}", settings=settings):
             outcome = runner.start_run(req)
     _print_summary(outcome)
     return outcome.exit_code
 
 
-def existing_run(run: Path, results_dir: Path | None) -> Path:
+def existing_run(run: Path, results_dir: Path | None, settings: Settings) -> Path:
     """The run that --resume/--rerun-failed continue: a path, or a name (`latest` too) under
     --results-dir (default ./results or $ORCH_RESULTS). A run outside an explicitly given
     --results-dir is refused: it would silently write somewhere else than asked."""
-    root = (results_dir or rundir.default_root()).resolve()
+    root = (results_dir or settings.results).resolve()
     run_dir = resolve_run(run, root)
     if results_dir is not None and run_dir.parent != root:
         raise BadInput(f"{run} is not a run under --results-dir {results_dir} "
@@ -76,35 +80,37 @@ def existing_run(run: Path, results_dir: Path | None) -> Path:
     return run_dir
 
 
-def _suite_for_new(args: argparse.Namespace) -> LoadedSuite:
+def _suite_for_new(args: argparse.Namespace, settings: Settings) -> LoadedSuite:
     if args.replay is not None:
         if args.suite is not None:
             raise BadInput("give either a suite or --replay RUN_DIR, not both",
                            hint="--replay takes the suite stored in the run's manifest")
-        root = (args.results_dir or rundir.default_root()).resolve()
-        return runner.suite_of_run(resolve_run(args.replay, root))
+        root = (args.results_dir or settings.results).resolve()
+        return runner.suite_of_run(resolve_run(args.replay, root), settings)
     if args.suite is None:
         print(f"no suite given: running the embedded default suite ({DEFAULT_SUITE})")
-        return load_suite(DEFAULT_SUITE)
-    return load_suite(args.suite)
+        return load_suite(DEFAULT_SUITE, budget=settings)
+    return load_suite(args.suite, budget=settings)
 
 
-def _suite_for_existing(suite: Path | None, run_dir: Path) -> LoadedSuite:
-    stored = runner.suite_of_run(run_dir)
-    if suite is not None and load_suite(suite).sha256 != stored.sha256:
+def _suite_for_existing(suite: Path | None, run_dir: Path, settings: Settings) -> LoadedSuite:
+    stored = runner.suite_of_run(run_dir, settings)
+    if suite is not None and load_suite(suite, budget=settings).sha256 != stored.sha256:
         raise BadInput(f"{suite} differs from the suite {run_dir.name} was started with",
                        hint="resume without naming the suite, or start a new run")
     return stored
 
 
-def _request(loaded: LoadedSuite, root: Path, force: bool) -> runner.RunRequest:
+def _request(loaded: LoadedSuite, root: Path, args: argparse.Namespace,
+             settings: Settings) -> runner.RunRequest:
     suite = loaded.suite
     traced = bool(suite.trace.host or suite.trace.guest) or any(w.trace for w in suite.workloads)
     return runner.RunRequest(
         loaded=loaded, results_root=root,
-        backend_factory=partial(lab_host_backend, force=force),
+        backend_factory=partial(lab_host_backend, force=args.force_mode_switch,
+                                settings=settings, accel_label=args.accel_label),
         progress=make_progress(), host_facts=host_facts.collect,
-        tracer=PerfTracer(suite) if traced else no_tracing,
+        tracer=PerfTracer(suite) if traced else no_tracing, settings=settings,
     )
 
 

@@ -38,7 +38,8 @@ from typing import IO, Any
 from orchestrator import proc
 from orchestrator.errors import BadInput, ExitCode, HarnessError, LockHeld, OrchestratorError
 from orchestrator.run import recovery
-from orchestrator.run.lock import nightly_lock_path, run_lock
+from orchestrator.run.lock import run_lock
+from orchestrator.settings import Settings as OrchSettings
 from orchestrator.store import rundir
 from orchestrator.store.reader import list_runs
 from orchestrator.suite.loader import load_suite
@@ -280,6 +281,7 @@ class Settings:
     grace_s: float
     keep: int | None
     threshold: float
+    orch: OrchSettings  # the ORCH_* settings, read once by main (the children read their own)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -291,14 +293,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise BadInput(f"--keep {args.keep}: keep at least the run just made",
                        hint="leave --keep out to keep every run")
     suite = args.suite.resolve()
-    root = (args.results_dir or rundir.default_root()).resolve()
-    return Settings(suite, load_suite(suite).suite.name, root, deadline_s, grace_s,
-                    args.keep, args.threshold)
+    orch: OrchSettings = args.settings
+    root = (args.results_dir or orch.results).resolve()
+    return Settings(suite, load_suite(suite, budget=orch).suite.name, root, deadline_s, grace_s,
+                    args.keep, args.threshold, orch)
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    root = (args.results_dir or rundir.default_root()).resolve()
+    orch: OrchSettings = args.settings  # read once by main (cli/entry.py, or ours below)
+    root = (args.results_dir or orch.results).resolve()
     log_path = args.log or root / LOG_NAME
     try:
         log = NightlyLog(log_path)
@@ -306,12 +310,12 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         raise HarnessError(f"cannot write the nightly log {log_path}: {exc.strerror}",
                            hint="give a writable --log FILE") from None
     try:
-        with run_lock(nightly_lock_path(), what=f"nightly {args.suite}"):
+        with run_lock(orch.nightly_lock, what=f"nightly {args.suite}", settings=orch):
             log.say(f"start (pid {os.getpid()}): {args.suite} into {root}, "
                     f"deadline {args.deadline}")
             code = _nightly(_settings(args), log, started)
     except LockHeld as exc:
-        log.say(f"another nightly run holds the lock {nightly_lock_path()} "
+        log.say(f"another nightly run holds the lock {orch.nightly_lock} "
                 f"({exc.message.rsplit(': ', 1)[-1]}); not starting", err=True)
         code = ExitCode.LOCKED
     except OrchestratorError as exc:
@@ -328,7 +332,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 def _recover(cfg: Settings, log: NightlyLog) -> None:
     """Runs that died (killed, or their host lost power) are put right and marked crashed."""
     recovery.recover_unless_locked([cfg.root], by=f"orchestrate nightly (pid {os.getpid()})",
-                                   say=lambda line: log.say(line, err=True))
+                                   say=lambda line: log.say(line, err=True), settings=cfg.orch)
 
 
 def _nightly(cfg: Settings, log: NightlyLog, started: float) -> ExitCode:
@@ -387,7 +391,8 @@ def _compare(cfg: Settings, log: NightlyLog, prev: Path | None, new: Path | None
 def _retention(cfg: Settings, log: NightlyLog, protect: set[Path]) -> None:
     assert cfg.keep is not None  # noqa: S101 - the caller checked
     try:
-        with run_lock(what="nightly retention"):  # never delete under a run that is writing
+        # never delete under a run that is writing
+        with run_lock(what="nightly retention", settings=cfg.orch):
             doomed = apply_retention(cfg.root, cfg.suite_name, cfg.keep, protect)
     except LockHeld:
         log.say("retention skipped: a run holds the run lock")
@@ -409,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(["nightly", *(sys.argv[1:] if argv is None else argv)])
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        args.settings = OrchSettings.from_environ(os.environ)  # the one read: passed down
         code: int = args.func(args)
     except OrchestratorError as exc:
         print(f"orchestrate: error: {exc.one_line()}", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -11,12 +10,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator import proc
-from orchestrator.errors import BadInput, HarnessError
+from orchestrator.errors import HarnessError
 from orchestrator.guests.images import GUEST_BIN, Image
 from orchestrator.guests.libvirt_domain import DomainSpec, pick_free_port, running_domain
 from orchestrator.guests.qemu_direct import running_qemu
 from orchestrator.guests.ssh import GuestSession, kernel_key_arg, wait_for_ssh
 from orchestrator.proc import CommandError
+from orchestrator.settings import Settings, current
 from orchestrator.suite.schema import Guest
 
 # panic=-1: a panic reboots at once, and on_reboot=destroy ends the domain, so a crashed guest
@@ -36,16 +36,10 @@ class GuestDomain(Protocol):
     def qmp(self, command: str, **arguments: Any) -> Any: ...
 
 
-LAUNCHERS = ("libvirt", "qemu")
-
-
-def launcher_name() -> str:
-    """libvirt (the default), or qemu: guests as plain QEMU processes (the nested lab's L1)."""
-    name = os.environ.get("ORCH_GUEST_LAUNCHER", "libvirt")
-    if name not in LAUNCHERS:
-        raise BadInput(f"ORCH_GUEST_LAUNCHER={name!r} is not a guest launcher",
-                       hint=f"use one of {', '.join(LAUNCHERS)}")
-    return name
+def launcher_name(settings: Settings | None = None) -> str:
+    """libvirt (the default), or qemu: guests as plain QEMU processes (the nested lab's L1);
+    $ORCH_GUEST_LAUNCHER, checked where the settings are read."""
+    return (settings or current()).guest_launcher
 
 
 def launch(spec: DomainSpec, uri: str, launcher: str) -> AbstractContextManager[GuestDomain]:

@@ -34,7 +34,8 @@ from typing import Any
 
 from orchestrator import proc
 from orchestrator.errors import BadInput, ExitCode, HarnessError
-from orchestrator.paths import PROJECT_ROOT, workloads_bin_dir
+from orchestrator.paths import PROJECT_ROOT
+from orchestrator.settings import current
 from orchestrator.suite.schema import ImageKind
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,9 @@ class Image:
 
 
 def default_cache_root() -> Path:
-    # absolute: libvirtd and QEMU open the kernel, initrd and disk from their own directories
-    return Path(os.environ.get("ORCH_IMAGE_CACHE", PROJECT_ROOT / "images" / "cache")).resolve()
+    """$ORCH_IMAGE_CACHE, absolute (settings.py): a library caller's default; commands pass
+    their settings' image_cache as cache_root."""
+    return current().image_cache
 
 
 # ---- permissions: key material readable by root and libvirt's QEMU only ---------------------
@@ -287,7 +289,7 @@ def write_cpio(root: Path, out: Path) -> None:
 
 def require_workloads(bin_dir: Path | None) -> Path:
     """The built guest workloads every image carries (a clear error if they are not built)."""
-    bins = bin_dir or workloads_bin_dir()
+    bins = bin_dir or current().workloads_bin
     if not bins.is_dir() or not any(bins.iterdir()):
         raise BadInput(f"no guest workloads in {bins}", hint="run `make -C guest-workloads`")
     return bins
@@ -368,7 +370,8 @@ def add_parser(sub: Any) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     build = build_debian if args.kind == ImageKind.DEBIAN else build_mini
-    image = build(args.cache, force=args.force)
+    image = build(args.cache or args.settings.image_cache, args.settings.workloads_bin,
+                  force=args.force)
     size = (image.disk or image.initrd).stat().st_size / 2**20
     print(f"{image.kind} {image.recipe_hash}: {image.directory} (kernel {image.kernel_release}, "
           f"{'disk' if image.disk else 'initrd'} {size:.1f} MiB)")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -28,6 +27,7 @@ import libvirt
 import libvirt_qemu
 
 from orchestrator.errors import HarnessError
+from orchestrator.settings import DEFAULT_LIBVIRT_URI, current
 from orchestrator.store import ledger
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ NAME_PREFIX = "orch-"
 METADATA_NS = "https://github.com/orchestrator/memvirt/run"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NIC_PCI_SLOT = "0x1a"  # clear of libvirt's root ports (low slots) and the ICH9 devices (0x1f)
-DEFAULT_URI = "qemu:///system"
+DEFAULT_URI = DEFAULT_LIBVIRT_URI  # $ORCH_LIBVIRT_URI overrides it (settings.py)
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,8 @@ def file_tail(path: Path, lines: int) -> str:
 
 
 def default_uri() -> str:
-    return os.environ.get("ORCH_LIBVIRT_URI", DEFAULT_URI)
+    """$ORCH_LIBVIRT_URI, else DEFAULT_URI: a library caller's default (commands pass theirs)."""
+    return current().libvirt_uri
 
 
 def pick_free_port() -> int:

@@ -40,6 +40,7 @@ from orchestrator.lab.l1 import (
     nested_lab,
 )
 from orchestrator.paths import PROJECT_ROOT
+from orchestrator.settings import Settings
 from orchestrator.store import rundir
 from orchestrator.store.tables import finalize_tables
 from orchestrator.suite.loader import LoadedSuite, load_suite
@@ -63,11 +64,12 @@ class LabRunOutcome:
     samples: list[Sample] = field(default_factory=list)
 
 
-def stage_share(workdir: Path, loaded: LoadedSuite) -> None:
-    """The suite and the guests' images, where L1 can read them (its /tmp is a tmpfs)."""
+def stage_share(workdir: Path, loaded: LoadedSuite, image_cache: Path | None = None) -> None:
+    """The suite and the guests' images (from `image_cache`, the settings' image cache), where
+    L1 can read them (its /tmp is a tmpfs)."""
     (workdir / "suite.yaml").write_text(loaded.text)
     for kind in sorted({g.image for g in loaded.suite.guests.values()}):
-        image = load_image(kind)
+        image = load_image(kind, image_cache)
         target = workdir / "images" / image.directory.name
         target.mkdir(parents=True, exist_ok=True)
         for item in image.directory.iterdir():
@@ -83,10 +85,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def inner_env(venv: Path) -> dict[str, str]:
-    """The whole environment of an orchestrator command inside L1."""
+    """The whole environment of an orchestrator command inside L1: L1's own settings (guests
+    as QEMU processes, the images staged in the share), read by that command's front door."""
     return {
         "PATH": f"{venv}/bin:{L1_PATH}",
-        "HOME": "/root", "ORCH_ACCEL_LABEL": "nested-tcg", "ORCH_GUEST_LAUNCHER": "qemu",
+        "HOME": "/root", "ORCH_GUEST_LAUNCHER": "qemu",
         "ORCH_IMAGE_CACHE": f"{SHARE}/images", "NO_COLOR": "1", "TERM": "dumb",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
@@ -104,10 +107,12 @@ def orchestrate_in_lab(lab: Lab, *args: str, timeout: float) -> proc.Completed:
 def inner_script(venv: Path, hostname: str) -> str:
     assignments = " ".join(f"{k}={v}" for k, v in inner_env(venv).items())
     # A background job of a non-interactive shell ignores SIGINT, so the run is stopped with
-    # SIGTERM (which the orchestrator treats as Ctrl-C: guests destroyed, npt restored).
+    # SIGTERM (which the orchestrator treats as Ctrl-C: guests destroyed, npt restored). L1's
+    # KVM runs on emulated hardware: its rows say so (accel=nested-tcg, not kvm).
     return (f"#!/bin/sh\nhostname {hostname}\ncd {SHARE}\n"
             f"env -i {assignments} {venv}/bin/orchestrate run {SHARE}/suite.yaml "
-            f"--results-dir {SHARE}/results > {SHARE}/inner.log 2>&1 &\n"
+            f"--results-dir {SHARE}/results --accel-label nested-tcg "
+            f"> {SHARE}/inner.log 2>&1 &\n"
             f"echo $! > {SHARE}/inner.pid\nwait $!\necho $? > {SHARE}/inner.rc\n")
 
 
@@ -118,13 +123,13 @@ def sample_npt(lab: Lab) -> Sample:
     return {"t": float(stamp), "npt": value}
 
 
-def start_inner(lab: Lab, loaded: LoadedSuite) -> str:
+def start_inner(lab: Lab, loaded: LoadedSuite, image_cache: Path | None = None) -> str:
     """Start `orchestrate run` of the suite in the background inside L1 (its PID lands in
     the share's inner.pid, its exit status in inner.rc); L1's npt before it, as sysfs said."""
     workdir = lab.workdir
     for stale in ("inner.rc", "inner.pid", "inner.log"):
         (workdir / stale).unlink(missing_ok=True)
-    stage_share(workdir, loaded)
+    stage_share(workdir, loaded, image_cache)
     venv = PROJECT_ROOT / ".venv"
     (workdir / "inner.sh").write_text(inner_script(venv, f"{socket.gethostname()}-lab"))
     npt_before = lab.sysfs_read(NPT)
@@ -134,15 +139,15 @@ def start_inner(lab: Lab, loaded: LoadedSuite) -> str:
 
 
 def run_in_lab(lab: Lab, loaded: LoadedSuite, results_root: Path, *,
-               timeout: float = 3600.0,
-               stop_when: Callable[[Path], bool] | None = None) -> LabRunOutcome:
+               timeout: float = 3600.0, stop_when: Callable[[Path], bool] | None = None,
+               image_cache: Path | None = None) -> LabRunOutcome:
     """Run a suite inside L1 and bring its run directory into results_root.
 
     `stop_when(share)` is asked at every poll; True stops the run as Ctrl-C would (tests use
     it to interrupt a run half way). Ctrl-C or SIGTERM here stops the inner run the same way,
     collects what it measured, and is then re-raised."""
     workdir = lab.workdir
-    npt_before = start_inner(lab, loaded)
+    npt_before = start_inner(lab, loaded, image_cache)
     samples: list[Sample] = []
     interrupted = False
     try:
@@ -247,17 +252,19 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_lab_run(args: argparse.Namespace) -> int:
-    loaded = load_suite(args.suite)
+    settings: Settings = args.settings  # read once by the front door (cli/entry.py)
+    loaded = load_suite(args.suite, budget=settings)
     if not (PROJECT_ROOT / ".venv" / "bin" / "orchestrate").exists():
         raise BadInput("the lab runs this checkout's .venv inside L1, and there is none",
                        hint="run scripts/setup first")
-    require_workloads(None)
-    root = (args.results_dir or rundir.default_root()).resolve()  # QEMU gets absolute paths
+    require_workloads(settings.workloads_bin)
+    root = (args.results_dir or settings.results).resolve()  # QEMU gets absolute paths
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lab-", dir=root) as tmp, \
             nested_lab(Path(tmp), memory_mib=args.memory_mib, smp=args.smp) as lab:
         load_kvm(lab, npt=True)  # a lab host's usual state: two-dimensional paging on
-        outcome = run_in_lab(lab, loaded, root, timeout=args.timeout)
+        outcome = run_in_lab(lab, loaded, root, timeout=args.timeout,
+                             image_cache=settings.image_cache)
     print(json.dumps({"run_dir": str(outcome.run_dir), "npt_before": outcome.npt_before,
                       "npt_after": outcome.npt_after, "exit_code": outcome.exit_code}))
     if outcome.run_dir is None:

@@ -2,13 +2,14 @@
 
 The paging mode a row carries is read from sysfs when the mode is entered, never copied from
 the suite. Without usable KVM (the project's own machines), guests run under TCG and rows say
-`accel=tcg`, `paging_mode=tcg`, unless the suite demands `accel: kvm`.
+`accel=tcg`, `paging_mode=tcg`, unless the suite demands `accel: kvm`. With KVM, rows say
+the backend's `accel_label`: `kvm`, or `nested-tcg` when this host is the nested lab's L1
+(`orchestrate lab run` starts the run inside it with `--accel-label nested-tcg`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -29,11 +30,14 @@ from orchestrator.guests.ssh import GuestSession, new_run_key, wait_for_ssh
 from orchestrator.host import accel
 from orchestrator.host.paging import paging_mode
 from orchestrator.run.targets import ModeState, Target, native_mode, native_target
+from orchestrator.settings import Settings, current
 from orchestrator.store import ledger, rundir
 from orchestrator.suite.loader import LoadedSuite
 from orchestrator.suite.schema import AccelChoice, RequestedMode
 
 log = logging.getLogger(__name__)
+
+ACCEL_LABELS = ("kvm", "nested-tcg")  # what rows of a KVM mode say: bare metal, the lab's L1
 
 
 @dataclass
@@ -45,11 +49,13 @@ class LabHostBackend:
     uri: str = field(default_factory=default_uri)
     force: bool = False  # reload KVM even while other VMs hold /dev/kvm
     launcher: str = field(default_factory=launcher_name)
+    accel_label: str = ACCEL_LABELS[0]  # one of ACCEL_LABELS
+    image_cache: Path | None = None  # None: the environment's
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:
             # the nested lab's L1 is itself emulated: its "native" numbers are TCG numbers
-            return native_mode("tcg" if kvm_label() == "nested-tcg" else "native")
+            return native_mode("tcg" if self.accel_label == "nested-tcg" else "native")
         return self._virtual_mode(mode)
 
     @contextmanager
@@ -70,7 +76,7 @@ class LabHostBackend:
             yield ModeState(mode, "tcg", "tcg", {"reasons": ["the suite asked for accel: tcg"]})
             return
         with paging_mode(mode.value, root=self.sysfs_root, force=self.force) as verified:
-            yield ModeState(mode, verified.paging_mode, kvm_label(),
+            yield ModeState(mode, verified.paging_mode, self.accel_label,
                             {"module": verified.kvm_module, **verified.params})
 
     def open_target(self, state: ModeState, guest: str) -> AbstractContextManager[Target]:
@@ -81,7 +87,7 @@ class LabHostBackend:
     @contextmanager
     def _guest(self, state: ModeState, name: str) -> Iterator[Target]:
         cfg = self.loaded.suite.guests[name]
-        image = load_image(cfg.image)
+        image = load_image(cfg.image, self.image_cache)
         key, public = new_run_key(self.run_dir / "ssh")
         unique = unique_name(self.run_dir.name, name)
         with ExitStack() as stack:
@@ -122,12 +128,6 @@ class LabHostBackend:
         rundir.RunDir(self.run_dir).update_manifest(add)
 
 
-def kvm_label() -> str:
-    """`kvm`, or `nested-tcg` when this host is the nested lab's L1 (set by `orchestrate lab`)."""
-    label = os.environ.get("ORCH_ACCEL_LABEL", "kvm")
-    return label if label in ("kvm", "nested-tcg") else "kvm"
-
-
 @contextmanager
 def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
     """A per-guest copy-on-write disk next to the image (libvirt's QEMU user can reach it);
@@ -145,6 +145,15 @@ def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
         ledger.undone(entry)
 
 
-def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *,
-                     force: bool = False) -> LabHostBackend:
-    return LabHostBackend(loaded, run_dir, force=force)
+def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *, force: bool = False,
+                     settings: Settings | None = None,
+                     accel_label: str = ACCEL_LABELS[0]) -> LabHostBackend:
+    """The backend of a run, everything it needs handed in: the settings (workloads, libvirt
+    URI, guest launcher, image cache) and the label of KVM rows."""
+    settings = settings or current()
+    if accel_label not in ACCEL_LABELS:
+        raise ValueError(f"accel label {accel_label!r} is none of {ACCEL_LABELS}")
+    return LabHostBackend(loaded, run_dir, bin_dir=settings.workloads_bin,
+                          uri=settings.libvirt_uri, force=force,
+                          launcher=settings.guest_launcher, accel_label=accel_label,
+                          image_cache=settings.image_cache)

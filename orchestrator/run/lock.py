@@ -8,9 +8,9 @@ file with one name, owned by us; nothing is truncated or written before those ch
 and the flock is held. A directory or file that fails them is refused (`UnsafeLock`, exit 3)
 with a hint to remove it: we never made it.
 
-Environment: ORCH_LOCK_DIR (the directory, default /run/lock/orchestrator), ORCH_LOCK (the
-run lock's full path, default ORCH_LOCK_DIR/run.lock) and ORCH_NIGHTLY_LOCK (the nightly
-lock's, default ORCH_LOCK_DIR/nightly.lock). An explicitly configured lock outside the lock
+Settings (settings.py, from ORCH_LOCK_DIR, ORCH_LOCK and ORCH_NIGHTLY_LOCK): the directory
+(default /run/lock/orchestrator), the run lock's full path (default LOCK_DIR/run.lock) and the
+nightly lock's (default LOCK_DIR/nightly.lock). An explicitly configured lock outside the lock
 directory gets the same file checks; its directory (and each one above it) must belong to
 root or to us and be writable by nobody else unless sticky, like /run/lock or /tmp.
 """
@@ -28,13 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.errors import HarnessError, LockHeld
-
-LOCK_DIR_ENV = "ORCH_LOCK_DIR"
-RUN_LOCK_ENV = "ORCH_LOCK"
-NIGHTLY_LOCK_ENV = "ORCH_NIGHTLY_LOCK"
-DEFAULT_LOCK_DIR = "/run/lock/orchestrator"
-RUN_LOCK_NAME = "run.lock"
-NIGHTLY_LOCK_NAME = "nightly.lock"
+from orchestrator.settings import LOCK_DIR_ENV, RUN_LOCK_ENV, Settings, current
 
 HOLDER_MAX = 200  # characters of the holder's line shown in a message
 _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK  # NONBLOCK: a FIFO
@@ -46,23 +40,26 @@ class UnsafeLock(HarnessError):
     """A lock file or directory that someone else made or could change: never used."""
 
 
-def lock_dir() -> Path:
-    return Path(os.environ.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
+def lock_dir(settings: Settings | None = None) -> Path:
+    return (settings or current()).lock_dir
 
 
-def default_lock_path() -> Path:
-    return Path(os.environ.get(RUN_LOCK_ENV) or lock_dir() / RUN_LOCK_NAME)
+def default_lock_path(settings: Settings | None = None) -> Path:
+    return (settings or current()).run_lock
 
 
-def nightly_lock_path() -> Path:
-    return Path(os.environ.get(NIGHTLY_LOCK_ENV) or lock_dir() / NIGHTLY_LOCK_NAME)
+def nightly_lock_path(settings: Settings | None = None) -> Path:
+    return (settings or current()).nightly_lock
 
 
 @contextmanager
-def run_lock(path: Path | None = None, *, what: str = "") -> Iterator[None]:
-    """Hold the host's run lock (flock: released by the kernel even if we are killed)."""
-    lock = Path(os.path.abspath(path or default_lock_path()))
-    prepare_dir(lock.parent, ours=lock.parent == Path(os.path.abspath(lock_dir())))
+def run_lock(path: Path | None = None, *, what: str = "",
+             settings: Settings | None = None) -> Iterator[None]:
+    """Hold the host's run lock (flock: released by the kernel even if we are killed), or
+    the lock at `path`; `settings` say where the locks are (default: the environment's)."""
+    settings = settings or current()
+    lock = Path(os.path.abspath(path or settings.run_lock))
+    prepare_dir(lock.parent, ours=lock.parent == Path(os.path.abspath(settings.lock_dir)))
     fd = _open_checked(lock, os.O_RDWR | os.O_CREAT)
     try:
         _take(fd, lock)
@@ -80,7 +77,7 @@ def run_lock(path: Path | None = None, *, what: str = "") -> Iterator[None]:
         os.close(fd)
 
 
-def lock_holder(path: Path | None = None) -> int | None:
+def lock_holder(path: Path | None = None, settings: Settings | None = None) -> int | None:
     """The PID of the process holding the lock, or None when it is free (no live run).
 
     Read-only: a missing lock is free and is not created. The flock is tested with a
@@ -89,7 +86,7 @@ def lock_holder(path: Path | None = None) -> int | None:
     make, and `LockHeld` in the odd case that the lock is held by a process whose PID is
     neither in the file nor in /proc/locks.
     """
-    lock = Path(os.path.abspath(path or default_lock_path()))
+    lock = Path(os.path.abspath(path or default_lock_path(settings)))
     try:
         fd = _open_checked(lock, os.O_RDONLY)
     except FileNotFoundError:

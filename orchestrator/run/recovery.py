@@ -44,6 +44,7 @@ from typing import Any
 from orchestrator import proc
 from orchestrator.errors import LockHeld, OrchestratorError
 from orchestrator.run.lock import lock_holder, run_lock
+from orchestrator.settings import Settings, current
 from orchestrator.store import ledger, rundir
 
 log = logging.getLogger(__name__)
@@ -111,15 +112,16 @@ def examine(run_dir: Path) -> RunState:
 # ---- finding runs ---------------------------------------------------------------------------
 
 
-def candidates(roots: Sequence[Path], say: Say, *, dry_run: bool) -> list[Path]:
+def candidates(roots: Sequence[Path], say: Say, *, dry_run: bool,
+               index: Path | None = None) -> list[Path]:
     """Run directories that may need recovery: every indexed run (a link whose directory is
     gone leaves the index), and every run under `roots` whose manifest still says running."""
     found: dict[Path, None] = {}
-    for name, target in ledger.indexed():
+    for name, target in ledger.indexed(index):
         if rundir.RunDir(target).is_run() or (target / ledger.LEDGER).exists():
             found[target] = None
         elif not dry_run:
-            ledger.unregister(Path(name))
+            ledger.unregister(Path(name), index)
             say(f"recovery: run {name}: its directory {target} is gone; dropped from the index")
     for root in roots:  # only runs with a ledger can be judged (older runs have none)
         for run_dir in _subdirs(root):
@@ -162,12 +164,14 @@ class Survey:
 
 
 def recover(roots: Sequence[Path] = (), *, by: str, say: Say, dry_run: bool = False,
-            runner: Runner = proc.run) -> Survey:
+            runner: Runner = proc.run, settings: Settings | None = None) -> Survey:
     """Recover every dead run (the caller holds the run lock); `dry_run` only says what it
-    would do. Never raises: every problem is said and left for the next command."""
+    would do. Never raises: every problem is said and left for the next command. `settings`
+    (the command's): where the index of live runs is, and the default libvirt URI."""
     survey = Survey()
     try:
-        found = candidates(roots, say, dry_run=dry_run)
+        settings = settings or current()
+        found = candidates(roots, say, dry_run=dry_run, index=settings.state_dir)
     except Exception as exc:  # noqa: BLE001 - recovery must never stop the command
         say(f"recovery: could not look for dead runs: {exc}")
         return survey
@@ -182,53 +186,57 @@ def recover(roots: Sequence[Path] = (), *, by: str, say: Say, dry_run: bool = Fa
             say(f"recovery: run {state.name} is alive ({state.why}): left alone")
         elif state.verdict == "finished":
             if not dry_run:
-                ledger.unregister(run_dir)
+                ledger.unregister(run_dir, settings.state_dir)
         elif state.verdict == "untrusted":  # it names processes to kill, files to write
             say(f"recovery: run {state.name}: {state.why}: never acted on")
         elif state.verdict == "unknown":  # an older version's run, or another host's
             log.debug("recovery: run %s: %s: left alone", state.name, state.why)
         else:
             survey.dead.append(state)
-            _Recovery(state, by, say, dry_run, runner).run()
+            _Recovery(state, by, say, dry_run, runner, settings).run()
     return survey
 
 
 def recover_unless_locked(roots: Sequence[Path] = (), *, by: str, say: Say,
-                          dry_run: bool = False, runner: Runner = proc.run) -> Survey:
+                          dry_run: bool = False, runner: Runner = proc.run,
+                          settings: Settings | None = None) -> Survey:
     """`recover` under the run lock; while another run holds it, recover nothing (only say
     what would be done: that run's own recovery at its start has already seen the rest)."""
     if dry_run:
-        return recover(roots, by=by, say=say, dry_run=True, runner=runner)
+        return recover(roots, by=by, say=say, dry_run=True, runner=runner, settings=settings)
     # Look first, without the lock: the run lock is taken only when there is something to put
     # right, so `doctor` or `gc` beside a run that is just starting never makes it exit 5.
-    look = recover(roots, by=by, say=lambda line: None, dry_run=True, runner=runner)
+    look = recover(roots, by=by, say=lambda line: None, dry_run=True, runner=runner,
+                   settings=settings)
     if not look.dead:
         for state in look.alive:
             say(f"recovery: run {state.name} is alive ({state.why}): left alone")
         return look
     try:
-        with run_lock(what=f"{by}: recovery"):
-            return recover(roots, by=by, say=say, runner=runner)
+        with run_lock(what=f"{by}: recovery", settings=settings):
+            return recover(roots, by=by, say=say, runner=runner, settings=settings)
     except LockHeld:
         pass
     except OrchestratorError as exc:  # an unsafe lock: said, and nothing is touched
         say(f"recovery: {exc.one_line()}; recovering nothing")
-        return recover(roots, by=by, say=lambda line: None, dry_run=True, runner=runner)
+        return recover(roots, by=by, say=lambda line: None, dry_run=True, runner=runner,
+                       settings=settings)
     try:
-        holder: int | str | None = lock_holder()
+        holder: int | str | None = lock_holder(settings=settings)
     except OrchestratorError:
         holder = "?"
     say(f"recovery: the run lock is held by pid {holder} (a run in progress): "
         "recovering nothing")
-    return recover(roots, by=by, say=say, dry_run=True, runner=runner)
+    return recover(roots, by=by, say=say, dry_run=True, runner=runner, settings=settings)
 
 
 class _Recovery:
     """One dead run put right."""
 
     def __init__(self, state: RunState, by: str, say: Say, dry_run: bool,
-                 runner: Runner) -> None:
+                 runner: Runner, settings: Settings) -> None:
         self.state, self.by, self.dry_run, self.runner = state, by, dry_run, runner
+        self.settings = settings
         self._say = say
         self.actions: list[str] = []
         self.book: ledger.Ledger | None = None
@@ -338,9 +346,9 @@ class _Recovery:
         name, uri = str(entry["name"]), str(entry.get("uri") or "")
         if self.dry_run:
             return f"destroy guest {name}"
-        from orchestrator.guests.libvirt_domain import connect, default_uri, destroy_by_name
+        from orchestrator.guests.libvirt_domain import connect, destroy_by_name
 
-        conn = connect(uri or default_uri())
+        conn = connect(uri or self.settings.libvirt_uri)
         try:
             return destroy_by_name(conn, name)
         finally:
@@ -413,7 +421,7 @@ class _Recovery:
             self.book.append("end", by=self.by, left=[])
         except OrchestratorError as exc:
             log.warning("recovery: %s", exc.one_line())
-        ledger.unregister(self.state.run_dir)
+        ledger.unregister(self.state.run_dir, self.settings.state_dir)
 
 
 # ---- processes ------------------------------------------------------------------------------

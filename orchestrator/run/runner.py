@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ from orchestrator.model import Outcome
 from orchestrator.run import recovery
 from orchestrator.run.execute import Executor, Progress, Selection, Tracer, no_tracing
 from orchestrator.run.targets import Backend
+from orchestrator.settings import Settings, current
 from orchestrator.store import ledger, rundir, tables
 from orchestrator.store.journal import Journal, latest_attempts
-from orchestrator.suite.loader import LoadedSuite, parse_suite
+from orchestrator.suite.loader import DEFAULT_BUDGET, Budget, LoadedSuite, parse_suite
 from orchestrator.suite.plan import Plan, make_plan
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class RunRequest:
     host_facts: FactsProvider
     tracer: Tracer = no_tracing
     argv: tuple[str, ...] = tuple(sys.argv)
+    settings: Settings = field(default_factory=current)  # the edge's: state dir, lock, URI
 
 
 def start_run(req: RunRequest) -> RunOutcome:
@@ -72,10 +74,10 @@ def start_run(req: RunRequest) -> RunOutcome:
     # directories, so every path derived from the run directory must be absolute.
     root = req.results_root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    recover_dead_runs(root)
+    recover_dead_runs(root, req.settings)
     run_dir = rundir.new_run_dir(root, req.loaded.suite.name)
     plan = make_plan(req.loaded.suite)
-    with ledger.recording(run_dir):
+    with ledger.recording(run_dir, req.settings.state_dir):
         rundir.RunDir(run_dir).create_manifest(_manifest(req, run_dir, plan))
         rundir.update_latest(root, run_dir)
         return _execute(req, run_dir, plan, Selection())
@@ -84,7 +86,7 @@ def start_run(req: RunRequest) -> RunOutcome:
 def resume_run(req: RunRequest, run_dir: Path, *, only_failed: bool) -> RunOutcome:
     """Continue a run: skip what is recorded, or (only_failed) re-run what failed or errored."""
     run_dir = run_dir.resolve()
-    recover_dead_runs(run_dir.parent)  # this very run, too, if it was killed
+    recover_dead_runs(run_dir.parent, req.settings)  # this very run, too, if it was killed
     plan = make_plan(req.loaded.suite)
     last = latest_attempts(run_dir)
     attempts = {key: rec["attempt"] for key, rec in last.items()}
@@ -94,27 +96,27 @@ def resume_run(req: RunRequest, run_dir: Path, *, only_failed: bool) -> RunOutco
     else:
         selection = Selection(skip=set(last), attempts=attempts)
     resumed = {"at": _now(), "argv": list(req.argv), "only_failed": only_failed}
-    with ledger.recording(run_dir):
+    with ledger.recording(run_dir, req.settings.state_dir):
         rundir.RunDir(run_dir).update_manifest(
             lambda manifest: manifest.setdefault("resumed", []).append(resumed),
             status="running")
         return _execute(req, run_dir, plan, selection)
 
 
-def recover_dead_runs(root: Path) -> recovery.Survey:
+def recover_dead_runs(root: Path, settings: Settings | None = None) -> recovery.Survey:
     """Put right what runs killed before this one left (the caller holds the run lock)."""
     return recovery.recover([root], by=f"orchestrate run (pid {os.getpid()})",
-                            say=lambda line: log.warning("%s", line))
+                            say=lambda line: log.warning("%s", line), settings=settings)
 
 
-def suite_of_run(run_dir: Path) -> LoadedSuite:
+def suite_of_run(run_dir: Path, budget: Budget = DEFAULT_BUDGET) -> LoadedSuite:
     """The suite exactly as the run used it (stored verbatim), for resume and replay."""
     manifest = rundir.read_manifest(run_dir)
     text = manifest.get("suite_text")
     if not isinstance(text, str):
         raise BadInput(f"{run_dir}: its manifest holds no suite text",
                        hint="this run was written by another tool")
-    return parse_suite(text, Path(manifest.get("suite_path", "suite.yaml")))
+    return parse_suite(text, Path(manifest.get("suite_path", "suite.yaml")), budget=budget)
 
 
 def _execute(req: RunRequest, run_dir: Path, plan: Plan, selection: Selection) -> RunOutcome:

@@ -25,7 +25,8 @@ Lines about host state are fsync'd. Process lines are not: no process outlives a
 a write() outlives our own death, and a workload is already running when its line is written
 (no fsync beside a measurement).
 
-A host-wide index of live ledgers ($ORCH_STATE_DIR, default /run/orchestrator, made 0700) holds
+A host-wide index of live ledgers (the settings' state_dir: $ORCH_STATE_DIR, default
+/run/orchestrator; made 0700; each function below takes it as `index`) holds
 one symbolic link per running run to its run directory, so `gc` and `doctor`, which know no
 results root, can find runs that died. A run adds its link when it starts and removes it when
 it ends with nothing left to undo. /run is a tmpfs: after a power loss the index is empty, and
@@ -52,12 +53,12 @@ from typing import Any
 
 from orchestrator import proc
 from orchestrator.errors import HarnessError
+from orchestrator.settings import STATE_ENV as STATE_ENV
+from orchestrator.settings import current
 
 log = logging.getLogger(__name__)
 
 LEDGER = "ledger.jsonl"
-STATE_ENV = "ORCH_STATE_DIR"
-DEFAULT_STATE_DIR = "/run/orchestrator"
 DURABLE = {"run", "domain", "file", "kvm", "sysfs", "end"}  # host state: fsync'd
 ARGV_CHARS = 160
 
@@ -211,16 +212,17 @@ class _ChildLedger:
 
 
 @contextmanager
-def recording(run_dir: Path) -> Iterator[Ledger]:
-    """The run's session: begun before the run changes anything, registered in the index;
-    ended (and unregistered, if everything was undone) on every exit path that runs."""
+def recording(run_dir: Path, index: Path | None = None) -> Iterator[Ledger]:
+    """The run's session: begun before the run changes anything, registered in the index
+    (`index`: the settings' state_dir); ended (and unregistered, if everything was undone) on
+    every exit path that runs."""
     global _active
     book = Ledger(run_dir)
     me = os.getpid()
     try:
         book.append("run", pid=me, start=start_time(me), boot_id=boot_id(),
                     host=socket.gethostname(), argv=short_argv(sys.argv))
-        register(run_dir)
+        register(run_dir, index)
     except HarnessError:
         with contextlib.suppress(HarnessError):
             book.append("end", by="run", left=[])  # nothing was done: nothing to recover
@@ -242,15 +244,16 @@ def recording(run_dir: Path) -> Iterator[Ledger]:
                       "run`, `gc` or `doctor` will try again", len(left),
                       ", ".join(book.open_entries[s]["kind"] for s in left))
         else:
-            unregister(run_dir)
+            unregister(run_dir, index)
         book.close()
 
 
 # ---- the host-wide index --------------------------------------------------------------------
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR)
+def state_dir(index: Path | None = None) -> Path:
+    """The index directory: the one given, else the environment's (a library caller's)."""
+    return index or current().state_dir
 
 
 def index_problem(directory: Path) -> str:
@@ -268,8 +271,8 @@ def index_problem(directory: Path) -> str:
     return ""
 
 
-def _index() -> Path:
-    directory = state_dir()
+def _index(index: Path | None) -> Path:
+    directory = state_dir(index)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         directory.mkdir(mode=0o700)
@@ -286,25 +289,25 @@ def _index() -> Path:
     return directory
 
 
-def register(run_dir: Path) -> None:
-    link = _index() / run_dir.name
+def register(run_dir: Path, index: Path | None = None) -> None:
+    link = _index(index) / run_dir.name
     tmp = link.with_name(f".{run_dir.name}.{os.getpid()}")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_dir.resolve())
     os.replace(tmp, link)  # a resumed run replaces its own earlier link
 
 
-def unregister(run_dir: Path) -> None:
+def unregister(run_dir: Path, index: Path | None = None) -> None:
     try:
-        (state_dir() / run_dir.name).unlink(missing_ok=True)
+        (state_dir(index) / run_dir.name).unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not remove %s from the run index: %s", run_dir.name, exc.strerror)
 
 
-def indexed() -> list[tuple[str, Path]]:
+def indexed(index: Path | None = None) -> list[tuple[str, Path]]:
     """(name, run directory) of every run in the index: live ones, and dead ones not yet
     recovered. Empty if there is no index, or one that is not ours (never trusted)."""
-    directory = state_dir()
+    directory = state_dir(index)
     if not directory.exists():
         return []
     problem = index_problem(directory)

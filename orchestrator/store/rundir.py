@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import BadInput
+from orchestrator.settings import current
 
 MANIFEST = "manifest.json"
 JOURNAL = "trials.jsonl"
@@ -155,8 +156,8 @@ def _write_json_atomic(path: Path, data: Manifest) -> None:
 
 
 def default_root() -> Path:
-    """Where runs go and are looked up: $ORCH_RESULTS, else ./results."""
-    return Path(os.environ.get("ORCH_RESULTS", "results"))
+    """Where runs go and are looked up: $ORCH_RESULTS, else ./results (settings.py reads it)."""
+    return current().results
 
 
 def hostname() -> str:

@@ -15,12 +15,11 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -56,12 +55,31 @@ MAX_NUMERAL_CHARS = 40
 _NUMERAL = re.compile(r"[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9][0-9_]*)\Z")
 MAX_LISTED = 100  # errors listed; a hostile file can make one per value
 
-# The plan's size is refused beyond these (environment variables raise them).
+# The plan's size is refused beyond these (environment variables raise them; settings.py reads
+# them at the edge and the caller passes its settings as the budget).
 POINTS_ENV, DEFAULT_MAX_POINTS = "ORCH_MAX_POINTS", 100_000
 TRIALS_ENV, DEFAULT_MAX_TRIALS = "ORCH_MAX_TRIALS", 1_000_000
 # Left to the kernel, the guest's own services and the harness when a workload's memory is
 # compared with a guest's (the mini image's initramfs lives in RAM) or with this host's.
 HEADROOM = 256 << 20
+
+
+class Budget(Protocol):
+    """The largest plan a suite may make (a command's Settings is one)."""
+
+    @property
+    def max_points(self) -> int: ...
+    @property
+    def max_trials(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    max_points: int = DEFAULT_MAX_POINTS
+    max_trials: int = DEFAULT_MAX_TRIALS
+
+
+DEFAULT_BUDGET: Budget = _Defaults()  # for a caller that passes no budget
 
 
 @dataclass(frozen=True)
@@ -92,8 +110,9 @@ class Problem:
     sole: bool = False
 
 
-def load_suite(path: Path, *, meminfo: Path = MEMINFO) -> LoadedSuite:
-    return parse_suite(_read(path), path, meminfo=meminfo)
+def load_suite(path: Path, *, meminfo: Path = MEMINFO,
+               budget: Budget = DEFAULT_BUDGET) -> LoadedSuite:
+    return parse_suite(_read(path), path, meminfo=meminfo, budget=budget)
 
 
 def _read(path: Path) -> str:
@@ -109,7 +128,8 @@ def _read(path: Path) -> str:
     return text
 
 
-def parse_suite(text: str, path: Path, *, meminfo: Path = MEMINFO) -> LoadedSuite:
+def parse_suite(text: str, path: Path, *, meminfo: Path = MEMINFO,
+                budget: Budget = DEFAULT_BUDGET) -> LoadedSuite:
     """The validated suite, or BadInput listing every error found (one per line)."""
     if len(text) > MAX_SUITE_CHARS:
         raise BadInput(f"{path}:1:1: the suite is over {MAX_SUITE_CHARS:,} characters long",
@@ -126,7 +146,8 @@ def parse_suite(text: str, path: Path, *, meminfo: Path = MEMINFO) -> LoadedSuit
     except ValidationError as exc:
         raise _refusal([*problems, *map(_problem, exc.errors())], tree, path) from None
     if not problems:
-        problems = [*_unknown_images(suite), *_too_big(suite, meminfo), *_over_budget(suite)]
+        problems = [*_unknown_images(suite), *_too_big(suite, meminfo),
+                    *_over_budget(suite, budget)]
     if problems:
         raise _refusal(problems, tree, path)
     return LoadedSuite(suite, path, text)
@@ -440,15 +461,15 @@ def _bytes(n: int) -> str:
     return f"{n / (1 << 30):,.1f}GiB" if n >= 1 << 30 else f"{math.ceil(n / (1 << 20)):,}MiB"
 
 
-def _over_budget(suite: Suite) -> list[Problem]:
+def _over_budget(suite: Suite, budget: Budget) -> list[Problem]:
     """The workload that takes the suite's points, or its trials, past the budget."""
     places = len(targets(suite))
     points = [points_per_target(w) * places for w in suite.workloads]
     trials = [p * (w.trials + w.warmup) for p, w in zip(points, suite.workloads, strict=True)]
     problems = []
-    for what, made, env, default in (("points", points, POINTS_ENV, DEFAULT_MAX_POINTS),
-                                     ("trials", trials, TRIALS_ENV, DEFAULT_MAX_TRIALS)):
-        limit = _limit(env, default)
+    for what, made, env, default, limit in (
+            ("points", points, POINTS_ENV, DEFAULT_MAX_POINTS, budget.max_points),
+            ("trials", trials, TRIALS_ENV, DEFAULT_MAX_TRIALS, budget.max_trials)):
         running = list(itertools.accumulate(made))
         index = next((i for i, total in enumerate(running) if total > limit), None)
         if index is not None:
@@ -468,13 +489,3 @@ def _sweep_sizes(workload: WorkloadBase, places: int) -> str:
     swept = [f"{len(values):,} {name}" for name in type(params).model_fields
              if len(values := getattr(params, name)) > 1]
     return f"{' x '.join(swept) or '1 point'} in each of {places} mode/guest pairs"
-
-
-def _limit(env: str, default: int) -> int:
-    raw = os.environ.get(env, "").strip()
-    if not raw:
-        return default
-    if not re.fullmatch(r"[0-9]{1,18}", raw, re.ASCII) or int(raw) < 1:
-        raise BadInput(f"{env}={raw[:40]!r} is not a whole number of at least 1",
-                       hint=f"unset it for the default, {default:,}")
-    return int(raw)

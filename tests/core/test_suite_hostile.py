@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from orchestrator.errors import BadInput
 from orchestrator.guests.guest import BASE_CMDLINE
 from orchestrator.guests.ssh import kernel_key_arg
+from orchestrator.settings import Settings
 from orchestrator.suite.loader import (
     DEFAULT_MAX_POINTS,
     DEFAULT_MAX_TRIALS,
@@ -86,7 +87,9 @@ def meminfo(tmp_path: Path) -> Path:
 
 
 def parse(text: str, meminfo: Path) -> LoadedSuite:
-    return parse_suite(text, Path("suite.yaml"), meminfo=meminfo)
+    """As a command parses it: with the budget its edge read from the environment."""
+    return parse_suite(text, Path("suite.yaml"), meminfo=meminfo,
+                       budget=Settings.from_environ(os.environ))
 
 
 def error_of(text: str, meminfo: Path) -> str:

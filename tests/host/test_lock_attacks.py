@@ -24,19 +24,21 @@ import pytest
 
 from orchestrator.errors import ExitCode, LockHeld
 from orchestrator.run.lock import (
-    DEFAULT_LOCK_DIR,
     HOLDER_MAX,
-    LOCK_DIR_ENV,
-    NIGHTLY_LOCK_ENV,
-    NIGHTLY_LOCK_NAME,
-    RUN_LOCK_ENV,
-    RUN_LOCK_NAME,
     UnsafeLock,
     default_lock_path,
     lock_dir,
     lock_holder,
     nightly_lock_path,
     run_lock,
+)
+from orchestrator.settings import (
+    DEFAULT_LOCK_DIR,
+    LOCK_DIR_ENV,
+    NIGHTLY_LOCK_ENV,
+    NIGHTLY_LOCK_NAME,
+    RUN_LOCK_ENV,
+    RUN_LOCK_NAME,
 )
 
 pytestmark = pytest.mark.needs_root  # root's locks, a real attacker (useradd), root-owned files

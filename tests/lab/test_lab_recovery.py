@@ -163,7 +163,7 @@ def test_trials_measured_before_l1_died_are_kept(
             return ""
         return "1764330000.5 Y\n" if argv[:2] == ["sh", "-c"] else "Y\n"
 
-    def staged(workdir: Path, loaded: LoadedSuite) -> None:
+    def staged(workdir: Path, loaded: LoadedSuite, image_cache: Path | None = None) -> None:
         (workdir / "suite.yaml").write_text(loaded.text)  # no image needed for this
 
     monkeypatch.setattr(lab_run, "stage_share", staged)

@@ -13,8 +13,11 @@ from orchestrator.store import rundir
 def test_inner_job_is_labelled_nested_and_reports_its_exit_code() -> None:
     script = inner_script(Path("/src/.venv"), "box-lab")
     assert "env -i " in script  # nothing of the SSH session's environment leaks in
-    assert "ORCH_ACCEL_LABEL=nested-tcg" in script and "ORCH_GUEST_LAUNCHER=qemu" in script
-    assert "/src/.venv/bin/orchestrate run /mnt/suite.yaml --results-dir /mnt/results" in script
+    assert "ORCH_GUEST_LAUNCHER=qemu" in script and "ORCH_IMAGE_CACHE=/mnt/images" in script
+    # the label is an option of the run, not an environment variable
+    assert "/src/.venv/bin/orchestrate run /mnt/suite.yaml --results-dir /mnt/results " \
+           "--accel-label nested-tcg " in script
+    assert "ORCH_ACCEL_LABEL" not in script
     assert script.rstrip().endswith("echo $? > /mnt/inner.rc")
     assert "hostname box-lab" in script
 
