@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ExitCode
-from orchestrator.host import host_prep, provenance
+from orchestrator.host import host_prep, provenance, stability
 from orchestrator.host.accel import detect
 from orchestrator.run import recovery
 
@@ -37,6 +37,10 @@ def doctor_lines(root: Path = Path("/")) -> list[str]:
     lines.append(f"THP {conditions['thp']}, 2 MiB hugepages {conditions['hugepages_2m']}, "
                  f"governor {conditions['governor'] or 'n/a'}")
     lines.append("libvirt: " + ("virsh found" if shutil.which("virsh") else "virsh missing"))
+    noisy = stability.warnings(stability.facts(root))
+    lines.append("measurement stability: " + ("quiet" if not noisy else
+                                              f"{len(noisy)} warning(s)"))
+    lines += [f"  warning: {w}" for w in noisy]
     return lines
 
 
@@ -75,4 +79,6 @@ def doctor_facts(root: Path = Path("/")) -> dict[str, Any]:
         "paging_mode": report.paging_mode, "kvm_params": report.params,
         "why_not_kvm": list(report.reasons), "tools": provenance.tool_versions(),
         "host_conditions": host_prep.conditions(root), "virsh": shutil.which("virsh"),
+        "stability": (found := stability.facts(root)),
+        "stability_warnings": stability.warnings(found),
     }

@@ -25,7 +25,7 @@ THP_DEFRAG = "sys/kernel/mm/transparent_hugepage/defrag"
 KSM = "sys/kernel/mm/ksm/run"
 NMI_WATCHDOG = "proc/sys/kernel/nmi_watchdog"
 BUSY_SHARE = 0.10  # a process using more than this share of one CPU during the sample is busy
-SAMPLE_S = 0.5
+SAMPLE_S = 0.25
 
 
 def read_setting(path: Path) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import BadInput, ExitCode, HarnessError, OrchestratorError
-from orchestrator.host import provenance
+from orchestrator.host import provenance, stability
 from orchestrator.host.host_prep import prepared_host
 from orchestrator.model import Outcome
 from orchestrator.run import recovery
@@ -209,6 +209,7 @@ def _manifest(req: RunRequest, run_dir: Path, plan: Plan) -> dict[str, Any]:
         "git_rev": provenance.git_revision(),
         "tools": provenance.tool_versions(),
         "host": req.host_facts(),
+        "host_stability": stability.facts(),  # before any guest of ours adds to the load
         "started_at": _now(),
         "status": "running",
         "plan": plan.counts(),

@@ -168,6 +168,9 @@ def test_doctor_json_is_one_object_with_the_facts() -> None:
     assert facts["schema"] == "orchestrate.doctor/1"
     assert facts["accel"] in ("kvm", "tcg") and isinstance(facts["runs_in_progress"], list)
     assert "qemu" in facts["tools"]
+    assert {"governor", "turbo", "aslr", "thp", "ksm", "nmi_watchdog", "busy_processes"} \
+        <= facts["stability"].keys()
+    assert isinstance(facts["stability_warnings"], list)
 
 
 def test_the_status_is_written_even_when_the_tables_cannot_be(
