@@ -101,9 +101,6 @@ class GuestTarget:
                                    hint=f"console log: {self.domain.console_log}") from exc
             raise
 
-    def facts(self) -> dict[str, Any]:
-        return self.info
-
     @property
     def host_pid(self) -> int | None:
         """The guest's QEMU process on the host: what host-side tracing is scoped to."""
@@ -152,8 +149,3 @@ def booted_guest(spec: DomainSpec, image: Image, *, key: Path, public_key: str, 
         finally:
             session.close()
 
-
-def require_alive(domain: GuestDomain) -> None:
-    if not domain.is_alive():
-        raise HarnessError(f"guest {domain.name} is not running",
-                           hint=f"console log: {domain.console_log}")
