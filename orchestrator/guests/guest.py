@@ -13,8 +13,7 @@ from typing import Any, Protocol
 from orchestrator import proc
 from orchestrator.errors import BadInput, HarnessError
 from orchestrator.guests.images import GUEST_BIN, Image
-from orchestrator.guests.libvirt_domain import DomainSpec, pick_free_port, running_domain
-from orchestrator.guests.qemu_direct import running_qemu
+from orchestrator.guests.libvirt_domain import DomainSpec, pick_free_port
 from orchestrator.guests.ssh import GuestSession, kernel_key_arg, wait_for_ssh
 from orchestrator.proc import CommandError
 from orchestrator.suite.schema import Guest
@@ -49,7 +48,12 @@ def launcher_name() -> str:
 
 
 def launch(spec: DomainSpec, uri: str, launcher: str) -> AbstractContextManager[GuestDomain]:
-    return running_qemu(spec) if launcher == "qemu" else running_domain(spec, uri)
+    """The chosen launcher's guest; only that launcher's bindings (libvirt, QEMU's QMP) load."""
+    if launcher == "qemu":
+        from orchestrator.guests.qemu_direct import running_qemu
+        return running_qemu(spec)
+    from orchestrator.guests.libvirt_domain import running_domain
+    return running_domain(spec, uri)
 
 
 def unique_name(run_id: str, guest: str) -> str:
