@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from orchestrator.errors import HarnessError
 from orchestrator.proc import CommandError
 from orchestrator.store.rundir import Metric, Outcome
+from orchestrator.suite.kinds import KINDS
 from orchestrator.workloads.adapters import ParsedTrial
 
 if TYPE_CHECKING:  # types only: running a trial needs neither paramiko nor a launcher
@@ -73,13 +74,13 @@ class LocallyMigratable(Protocol):
 
 def run_trial(kind: str, target: object, params: Mapping[str, Any],
               timeout: float) -> ParsedTrial:
+    """One trial of a host-assisted kind (suite/kinds.py), driven by DRIVERS[kind]."""
     if not isinstance(target, DrivenGuest):
         return ParsedTrial(Outcome.SKIPPED, f"{kind} needs a guest (the host drives its QEMU); "
                                             "natively there is nothing to log or migrate")
+    program = f"{target.bin_dir}/{KINDS[kind].binary}"
     try:
-        if kind == "dirty-log":
-            return _dirty_log(target, params, timeout)
-        return _migrate(target, params, timeout)
+        return DRIVERS[kind](target, program, params, timeout)
     except (HarnessError, CommandError) as exc:
         return ParsedTrial(Outcome.ERROR, exc.one_line())
 
@@ -116,8 +117,9 @@ def phase_rate(intervals: Sequence[Interval], start: float, end: float) -> float
     return sum(i.pages for i in inside) / seconds if seconds > 0 else None
 
 
-def _start_dirtier(target: DrivenGuest, params: Mapping[str, Any], timeout: float) -> None:
-    dirtier = (f"{target.bin_dir}/dirtier --trials 1 --warmup 0 --pages {params['pages']} "
+def _start_dirtier(target: DrivenGuest, program: str, params: Mapping[str, Any],
+                   timeout: float) -> None:
+    dirtier = (f"{program} --trials 1 --warmup 0 --pages {params['pages']} "
                f"--rate {params['rate']} --duration {int(timeout)} --interval {INTERVAL_S}")
     target.session.run(["sh", "-c", f"rm -f {OUT}; setsid {dirtier} > {OUT} 2>&1 < /dev/null "
                         f"& echo $! > {OUT}.pid"], timeout=60)
@@ -155,7 +157,8 @@ def _rates(intervals: Sequence[Interval], on: float, off: float,
     return metrics
 
 
-def _dirty_log(target: DrivenGuest, params: Mapping[str, Any], timeout: float) -> ParsedTrial:
+def _dirty_log(target: DrivenGuest, program: str, params: Mapping[str, Any],
+               timeout: float) -> ParsedTrial:
     if target.accel == "tcg":
         # seen here: QEMU 7.2 dies with SIGSEGV on calc-dirty-rate in dirty-bitmap mode under
         # TCG; and TCG has no KVM dirty log, the thing measured
@@ -165,7 +168,7 @@ def _dirty_log(target: DrivenGuest, params: Mapping[str, Any], timeout: float) -
     # a guest with KVM's dirty ring is measured through the ring, others through the bitmap
     mode = "dirty-ring" if target.info.get("dirty_ring") else "dirty-bitmap"
     offset, uncertainty = clock_offset(target)
-    _start_dirtier(target, params, timeout)
+    _start_dirtier(target, program, params, timeout)
     try:
         time.sleep(phase)
         on = time.time()
@@ -196,7 +199,8 @@ def _dirty_log(target: DrivenGuest, params: Mapping[str, Any], timeout: float) -
         "intervals": len(intervals)})
 
 
-def _migrate(target: DrivenGuest, params: Mapping[str, Any], timeout: float) -> ParsedTrial:
+def _migrate(target: DrivenGuest, program: str, params: Mapping[str, Any],
+             timeout: float) -> ParsedTrial:
     guest = target.domain
     if not isinstance(guest, LocallyMigratable):
         return ParsedTrial(Outcome.SKIPPED, "migrate needs guests started by QEMU directly "
@@ -204,7 +208,7 @@ def _migrate(target: DrivenGuest, params: Mapping[str, Any], timeout: float) -> 
                                             "the guest `launcher: qemu` in the suite")
     phase = float(params["phase"])
     offset, uncertainty = clock_offset(target)
-    _start_dirtier(target, params, timeout)
+    _start_dirtier(target, program, params, timeout)
     try:
         time.sleep(phase)
         result = guest.migrate_locally(timeout=timeout,
@@ -247,3 +251,9 @@ def _with_phases(metrics: list[Metric], needed: tuple[str, ...],
                            f"{', '.join(missing)} phase (make `phase` longer)",
                            metrics=tuple(metrics), info=info)
     return ParsedTrial(Outcome.OK, metrics=tuple(metrics), info=info)
+
+
+# How the host drives each host-assisted kind: (target, its program's path, one point's
+# parameters, the trial's timeout) -> the trial.
+Driver = Callable[[DrivenGuest, str, Mapping[str, Any], float], ParsedTrial]
+DRIVERS: dict[str, Driver] = {"dirty-log": _dirty_log, "migrate": _migrate}
