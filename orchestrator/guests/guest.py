@@ -12,8 +12,7 @@ from typing import Any, Protocol
 from orchestrator import proc
 from orchestrator.errors import HarnessError
 from orchestrator.guests.images import GUEST_BIN, Image
-from orchestrator.guests.libvirt_domain import DomainSpec, pick_free_port, running_domain
-from orchestrator.guests.qemu_direct import running_qemu
+from orchestrator.guests.libvirt_domain import DomainSpec, pick_free_port
 from orchestrator.guests.ssh import GuestSession, kernel_key_arg, wait_for_ssh
 from orchestrator.proc import CommandError
 from orchestrator.settings import Settings, current
@@ -43,7 +42,12 @@ def launcher_name(settings: Settings | None = None) -> str:
 
 
 def launch(spec: DomainSpec, uri: str, launcher: str) -> AbstractContextManager[GuestDomain]:
-    return running_qemu(spec) if launcher == "qemu" else running_domain(spec, uri)
+    """The chosen launcher's guest; only that launcher's bindings (libvirt, QEMU's QMP) load."""
+    if launcher == "qemu":
+        from orchestrator.guests.qemu_direct import running_qemu
+        return running_qemu(spec)
+    from orchestrator.guests.libvirt_domain import running_domain
+    return running_domain(spec, uri)
 
 
 def unique_name(run_id: str, guest: str) -> str:
@@ -95,9 +99,6 @@ class GuestTarget:
                                    hint=f"console log: {self.domain.console_log}") from exc
             raise
 
-    def facts(self) -> dict[str, Any]:
-        return self.info
-
     @property
     def host_pid(self) -> int | None:
         """The guest's QEMU process on the host: what host-side tracing is scoped to."""
@@ -146,8 +147,3 @@ def booted_guest(spec: DomainSpec, image: Image, *, key: Path, public_key: str, 
         finally:
             session.close()
 
-
-def require_alive(domain: GuestDomain) -> None:
-    if not domain.is_alive():
-        raise HarnessError(f"guest {domain.name} is not running",
-                           hint=f"console log: {domain.console_log}")

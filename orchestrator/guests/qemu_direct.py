@@ -109,6 +109,12 @@ class RunningQemu:
     def qemu_pid(self) -> int | None:
         return self.process.pid if self.is_alive() else None
 
+    def migrate_locally(self, *, timeout: float, downtime_ms: int,
+                        bandwidth_mib_s: int) -> MigrationResult:
+        """What makes this launcher's guests migratable (workloads.dirty.LocallyMigratable)."""
+        return migrate_locally(self, timeout=timeout, downtime_ms=downtime_ms,
+                               bandwidth_mib_s=bandwidth_mib_s)
+
 
 class MonitorUnreachable(HarnessError):
     """QMP could not be spoken at all (no socket, refused, closed), unlike a command QEMU

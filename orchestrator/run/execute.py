@@ -19,6 +19,7 @@ from orchestrator.model import EventCount, Outcome, TrialRecord
 from orchestrator.proc import CommandError
 from orchestrator.run.targets import Backend, ModeState, Target
 from orchestrator.store.journal import Journal
+from orchestrator.suite.kinds import KINDS
 from orchestrator.suite.plan import Cell, GuestGroup, Plan, Point, cells_of
 from orchestrator.suite.schema import RequestedMode, Suite
 from orchestrator.tracing.perf import TraceWindow
@@ -172,13 +173,14 @@ class Executor:
         point = cell.point
         workload = next(w for w in self.suite.workloads if w.name == point.workload)
         timeout = workload.timeout or self.suite.timeouts.trial
-        argv = [] if point.kind in adapters.HOST_ASSISTED else adapters.command(
-            point.kind, point.param_dict, target.bin_dir)
+        host_assisted = KINDS[point.kind].host_assisted
+        argv = [] if host_assisted else adapters.command(point.kind, point.param_dict,
+                                                         target.bin_dir)
         started = time.time()
         window = TraceWindow()
         try:
             with self.tracer(target, point, self._capture_path(cell)) as window:
-                if point.kind in adapters.HOST_ASSISTED:
+                if host_assisted:
                     window.no_guest_side()  # no single guest process to count around
                     parsed = dirty.run_trial(point.kind, target, point.param_dict, timeout)
                 else:

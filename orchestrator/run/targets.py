@@ -27,8 +27,6 @@ class Target(Protocol):
 
     def run(self, argv: Sequence[str], *, timeout: float) -> proc.Completed: ...
 
-    def facts(self) -> dict[str, Any]: ...
-
 
 @dataclass(frozen=True)
 class ModeState:
@@ -59,9 +57,6 @@ class NativeTarget:
 
     def run(self, argv: Sequence[str], *, timeout: float) -> proc.Completed:
         return proc.run(argv, timeout=timeout, check=False)
-
-    def facts(self) -> dict[str, Any]:
-        return {"bin_dir": self.bin_dir}
 
 
 @contextmanager

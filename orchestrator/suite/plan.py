@@ -113,18 +113,16 @@ def points_per_target(workload: WorkloadBase) -> int:
 
 
 def _sweeps(workload: WorkloadBase) -> tuple[list[str], list[tuple[Any, ...]]]:
-    params_model = getattr(workload, "params")  # noqa: B009 - every kind has params
-    names = list(type(params_model).model_fields)
-    return names, [getattr(params_model, n) for n in names]
+    names = list(type(workload.params).model_fields)
+    return names, [getattr(workload.params, n) for n in names]
 
 
 def _points(mode: RequestedMode, guest: str, workload: WorkloadBase) -> Iterator[Point]:
-    kind: str = getattr(workload, "kind")  # noqa: B009
     names, sweeps = _sweeps(workload)
     for combo in itertools.product(*sweeps):
         params = tuple((n, _scalar(v)) for n, v in zip(names, combo, strict=True))
-        yield Point(mode, guest, workload.name, kind, params, workload.trials, workload.warmup,
-                    cell_id(mode, guest, workload.name, kind, params))
+        yield Point(mode, guest, workload.name, workload.kind, params, workload.trials,
+                    workload.warmup, cell_id(mode, guest, workload.name, workload.kind, params))
 
 
 def _scalar(value: Any) -> Scalar:

@@ -1,33 +1,23 @@
 """The suite file: typed, frozen pydantic models, validated once at the edge.
 
-Every workload parameter may be a scalar or a list; a list is swept. After validation every
-parameter is a non-empty tuple of distinct values, so the planner never sees a bare scalar.
+The workload kinds and their parameters are declared once, in `kinds`; the `Workload` union
+is built from that registry. `fields` has the sweepable field types both use.
 """
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, create_model, field_validator, model_validator
 
-from orchestrator.suite.units import parse_duration, parse_size
-
-T = TypeVar("T")
+from orchestrator.suite.fields import Frozen, NonNegInt, PosInt, Seconds, Size, nonempty_distinct
+from orchestrator.suite.kinds import KINDS, Kind, Params
 
 # Compiled by pydantic's Rust regex engine, which knows \z (end of text) but not Python's \Z;
 # `$` would also end the match before a trailing newline in Python's engine.
 NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}\z"
-PAGE = 4096  # bytes per page: the workloads' `pages` are base pages
 
 
 class RequestedMode(StrEnum):
@@ -50,190 +40,6 @@ class ImageKind(StrEnum):
 
     MINI = "mini"
     DEBIAN = "debian"
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _as_list(value: Any) -> Any:
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _nonempty_distinct(values: tuple[T, ...]) -> tuple[T, ...]:
-    if not values:
-        raise ValueError("an empty sweep runs nothing: give at least one value")
-    seen: set[T] = set()
-    for value in values:
-        if value in seen:  # named alone, not with the list: a sweep may hold thousands
-            raise ValueError(f"the sweep repeats a value: {value!r}")
-        seen.add(value)
-    return values
-
-
-# A sweepable parameter: a scalar or a list of distinct values, stored as a tuple.
-Sweep = Annotated[tuple[T, ...], BeforeValidator(_as_list), AfterValidator(_nonempty_distinct)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
-
-
-# ---- workload parameters, one model per guest-workload binary -------------------------------
-
-
-class Params(Frozen):
-    """What every kind's parameters tell the suite checks: the memory its largest point needs."""
-
-    sized_by: ClassVar[str | None] = "pages"  # the parameter that sets the memory, if any
-
-    def peak_bytes(self) -> int:
-        """Bytes the largest point of the sweep touches (what must fit in the guest or host)."""
-        pages: tuple[int, ...] = getattr(self, "pages", (0,))
-        return max(pages) * PAGE
-
-
-class ForkDirtyParams(Params):
-    pages: Sweep[PosInt]
-    ptes_per_table: Sweep[Annotated[int, Field(ge=1, le=512)]] = (512,)
-    cow: Sweep[bool] = (False,)
-
-    def peak_bytes(self) -> int:
-        pages = max(self.pages)
-        copies = 2 if True in self.cow else 1  # with cow the child writes a copy of each page
-        tables = 2 * -(-pages // min(self.ptes_per_table))  # parent's and child's PTE pages
-        return (pages * copies + tables) * PAGE
-
-
-class MprotectParams(Params):
-    pages: Sweep[PosInt]
-    range_pages: Sweep[NonNegInt] = (0,)  # 0 = the whole region
-    iterations: Sweep[PosInt] = (100,)
-
-
-class HugepageBacking(StrEnum):
-    HUGETLB_2M = "hugetlb-2m"
-    HUGETLB_1G = "hugetlb-1g"
-    THP = "thp"
-    SMALL = "small"
-
-
-class HugepageParams(Params):
-    size: Sweep[Size]
-    backing: Sweep[HugepageBacking] = (HugepageBacking.HUGETLB_2M,)
-
-    sized_by = "size"
-
-    def peak_bytes(self) -> int:
-        return max(self.size)
-
-
-class FaultParams(Params):
-    pages: Sweep[PosInt]
-    backing: Sweep[Literal["anon", "file"]] = ("anon",)
-    cache: Sweep[Literal["warm", "cold"]] = ("warm",)
-    order: Sweep[Literal["seq", "random"]] = ("seq",)
-    populate: Sweep[
-        Literal["none", "map-populate", "madv-populate-write", "madv-willneed"]
-    ] = ("none",)
-    seed: Sweep[NonNegInt] = (1,)
-
-
-class DirtierParams(Params):
-    pages: Sweep[PosInt]
-    rate: Sweep[NonNegInt] = (0,)  # pages per second; 0 = flat out
-    duration: Sweep[Seconds] = (5.0,)
-    interval: Sweep[Seconds] = (1.0,)
-
-
-class NoopParams(Params):
-    sized_by = None
-
-
-class DirtyLogParams(Params):
-    """The dirtier in the guest; the host turns dirty logging on for the middle `phase`."""
-
-    pages: Sweep[PosInt]
-    rate: Sweep[NonNegInt] = (0,)  # pages per second; 0 = flat out
-    phase: Sweep[Seconds] = (3.0,)  # seconds of logging off, on, off again
-
-
-class MigrateParams(Params):
-    """The dirtier in the guest while the host live-migrates it to a second QEMU (loopback)."""
-
-    pages: Sweep[PosInt]
-    rate: Sweep[NonNegInt] = (0,)
-    phase: Sweep[Seconds] = (3.0,)  # seconds of dirtying before and after the migration
-    downtime_ms: Sweep[PosInt] = (300,)  # QEMU's downtime-limit
-    bandwidth_mib_s: Sweep[PosInt] = (1024,)  # QEMU's max-bandwidth
-
-
-class StressNgParams(Params):
-    sized_by = None  # stress-ng sizes its own stressors
-    stressor: Sweep[Literal["fork", "forkheavy", "fault", "mprotect", "mmaphuge", "vm", "mmap"]]
-    workers: Sweep[PosInt] = (1,)
-    ops: Sweep[PosInt] = (1000,)  # bogo operations per worker: fixed work, not fixed time
-
-
-class WorkloadBase(Frozen):
-    name: Annotated[str, Field(pattern=NAME_RE)]
-    trials: PosInt = 5
-    warmup: NonNegInt = 1
-    trace: TraceSpec | None = None  # overrides the suite's event sets for this workload
-    timeout: Seconds | None = None  # overrides timeouts.trial
-
-
-class ForkDirty(WorkloadBase):
-    kind: Literal["fork-dirty"]
-    params: ForkDirtyParams
-
-
-class Mprotect(WorkloadBase):
-    kind: Literal["mprotect"]
-    params: MprotectParams
-
-
-class Hugepage(WorkloadBase):
-    kind: Literal["hugepage"]
-    params: HugepageParams
-
-
-class Fault(WorkloadBase):
-    kind: Literal["fault"]
-    params: FaultParams
-
-
-class Dirtier(WorkloadBase):
-    kind: Literal["dirtier"]
-    params: DirtierParams
-
-
-class Noop(WorkloadBase):
-    kind: Literal["noop"]
-    params: NoopParams = NoopParams()
-
-
-class StressNg(WorkloadBase):
-    kind: Literal["stress-ng"]
-    params: StressNgParams
-
-
-class DirtyLog(WorkloadBase):
-    kind: Literal["dirty-log"]
-    params: DirtyLogParams
-
-
-class Migrate(WorkloadBase):
-    kind: Literal["migrate"]
-    params: MigrateParams
-
-
-Workload = Annotated[
-    ForkDirty | Mprotect | Hugepage | Fault | Dirtier | Noop | StressNg | DirtyLog | Migrate,
-    Field(discriminator="kind"),
-]
-WORKLOAD_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop", "stress-ng",
-                  "dirty-log", "migrate")
 
 
 # ---- guests, tracing, timeouts, host preparation ---------------------------------------------
@@ -360,10 +166,42 @@ class HostPrep(Frozen):
     governor: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}\z")] | None = None
 
 
+# ---- workloads: one model per registered kind ------------------------------------------------
+
+
+class WorkloadBase(Frozen):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    trials: PosInt = 5
+    warmup: NonNegInt = 1
+    trace: TraceSpec | None = None  # overrides the suite's event sets for this workload
+    timeout: Seconds | None = None  # overrides timeouts.trial
+    kind: str  # narrowed to one kind's name by each model below
+    params: Params
+
+
+def _workload_model(kind: Kind) -> type[WorkloadBase]:
+    """`kind: <name>` with its `params:`, which may be left out when every one has a default."""
+    optional = not any(f.is_required() for f in kind.params.model_fields.values())
+    return create_model(
+        "".join(word.capitalize() for word in kind.name.split("-")),  # e.g. ForkDirty
+        __base__=WorkloadBase, __module__=__name__,
+        kind=(Literal[kind.name], ...),  # type: ignore[arg-type]
+        params=(kind.params, kind.params() if optional else ...),
+    )
+
+
+WORKLOAD_MODELS = tuple(_workload_model(kind) for kind in KINDS.values())
+WORKLOAD_KINDS = tuple(KINDS)
+if TYPE_CHECKING:
+    Workload = WorkloadBase
+else:
+    Workload = Annotated[Union[WORKLOAD_MODELS], Field(discriminator="kind")]  # noqa: UP007
+
+
 class Suite(Frozen):
     name: Annotated[str, Field(pattern=NAME_RE)]
     description: str = ""
-    paging: Annotated[tuple[RequestedMode, ...], AfterValidator(_nonempty_distinct)]
+    paging: Annotated[tuple[RequestedMode, ...], AfterValidator(nonempty_distinct)]
     accel: AccelChoice = AccelChoice.AUTO
     guests: dict[Annotated[str, Field(pattern=NAME_RE)], Guest] = {}
     workloads: tuple[Workload, ...]
@@ -396,9 +234,3 @@ class Suite(Frozen):
                 "defined (add e.g. `guests: {small: {image: mini}}`)"
             )
         return self
-
-
-WorkloadBase.model_rebuild()
-for _model in (ForkDirty, Mprotect, Hugepage, Fault, Dirtier, Noop, StressNg):
-    _model.model_rebuild()
-Suite.model_rebuild()

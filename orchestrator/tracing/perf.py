@@ -29,16 +29,16 @@ from pathlib import Path
 from orchestrator import proc
 from orchestrator.model import EventCount
 from orchestrator.proc import CommandError
+from orchestrator.suite.kinds import KINDS
 from orchestrator.suite.plan import Point
 from orchestrator.suite.schema import Suite, TraceSpec
 from orchestrator.tracing import kvm_stats, timeline, vmstat
 from orchestrator.tracing.capture import recording
 from orchestrator.tracing.event_globs import expand_globs
-from orchestrator.workloads.adapters import HOST_ASSISTED
 
 log = logging.getLogger(__name__)
 
-# Used when a suite lists `default` among its events.
+# Used when a suite lists `default` among its events; each kind adds its own (suite/kinds.py).
 DEFAULT_GUEST = ("page-faults", "minor-faults", "major-faults", "exceptions:page_fault_user",
                  "tlb:tlb_flush")
 DEFAULT_HOST = ("kvm:kvm_exit", "kvm:kvm_page_fault", "kvmmmu:kvm_mmu_get_page",
@@ -46,26 +46,15 @@ DEFAULT_HOST = ("kvm:kvm_exit", "kvm:kvm_page_fault", "kvmmmu:kvm_mmu_get_page",
                 "kvmmmu:kvm_mmu_prepare_zap_page", "kvmmmu:fast_page_fault",
                 "kvmmmu:kvm_tdp_mmu_spte_changed")
 
-# What `default` adds per workload kind: the events that explain that kind's cost.
-KIND_GUEST = {
-    "hugepage": ("vmstat:thp_fault_alloc", "vmstat:thp_fault_fallback", "vmstat:thp_split_page",
-                 "vmstat:htlb_buddy_alloc_success"),
-    "fault": ("vmstat:pgfault", "vmstat:pgmajfault"),
-    "dirty-log": (), "migrate": (),  # no single guest process: host side only
-}
-KIND_HOST = {
-    "dirty-log": ("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed"),
-    "migrate": ("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed"),
-}
-
 
 def with_defaults(requested: Sequence[str], side: str, kind: str) -> list[str]:
     """`default` in a suite's event list, replaced by this side's defaults for the kind."""
-    if side == "guest":
-        base = () if kind in HOST_ASSISTED else DEFAULT_GUEST
-        defaults = (*base, *KIND_GUEST.get(kind, ()))
+    registered = KINDS[kind]
+    if side == "guest":  # a host-assisted kind has no single guest process to count around
+        base = () if registered.host_assisted else DEFAULT_GUEST
+        defaults = (*base, *registered.guest_events)
     else:
-        defaults = (*DEFAULT_HOST, *KIND_HOST.get(kind, ()))
+        defaults = (*DEFAULT_HOST, *registered.host_events)
     return [n for item in requested for n in (defaults if item == "default" else [item])]
 
 
@@ -174,7 +163,7 @@ class PerfTracer:
         problems: list[str] = []
         host_counts: Callable[[], tuple[EventCount, ...]] = tuple
         on_timeline = (capture is not None and spec.timeline and run is not None
-                       and point.kind not in HOST_ASSISTED)
+                       and not KINDS[point.kind].host_assisted)
         guest_problems = _timeline_setup(window, run) if on_timeline and run is not None else []
         events: list[str] = []
         dumps: list[str] = []

@@ -22,10 +22,12 @@ import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from orchestrator import proc
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRACEFS = "/sys/kernel/tracing"
 GUEST_SAVED = "/tmp/orch-timeline.saved"  # noqa: S108 - inside the throwaway guest
@@ -177,6 +179,8 @@ def merge(host_text: str, host_events: Sequence[str], guest_text: str,
           guest_events: Sequence[str], tsc: TscMap) -> pd.DataFrame:
     """One table ordered on the host's TSC: side, event, tsc (host cycles), guest_tsc (the
     guest's own stamp, guest rows only), cpu, task, pid, detail."""
+    import pandas as pd  # here, not at the top: the executor loads this module, not tables
+
     rows = list(parse_events(host_text, "host", host_events))
     tsc = tsc.with_changes(rows)
     rows += [replace(e, tsc=tsc.to_host(e.tsc, e.cpu), guest_tsc=e.tsc)

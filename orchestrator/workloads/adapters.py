@@ -2,13 +2,14 @@
 
 The same adapter serves every target (the lab host natively, a guest over SSH): only the
 directory holding the binaries differs. Every invocation runs exactly one trial, so the
-orchestrator owns per-trial timeouts, tracing windows and durability.
+orchestrator owns per-trial timeouts, tracing windows and durability. Which program a kind runs
+is the registry's (suite/kinds.py); an outside tool's argv and parser are here, in TOOLS.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,15 +18,10 @@ from ruamel.yaml.error import YAMLError
 
 from orchestrator.model import Metric, Outcome
 from orchestrator.proc import Completed, tail
+from orchestrator.suite.kinds import KINDS
 
 # Exit codes shared by every binary in guest-workloads/.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 3
-BINARY_KINDS = ("fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop")
-
-
-# Kinds whose trial the host drives (QMP, migration) around a detached guest program, so
-# there is no single guest process to run or to count events around.
-HOST_ASSISTED = ("dirty-log", "migrate")
 
 
 @dataclass(frozen=True)
@@ -37,12 +33,14 @@ class ParsedTrial:
 
 
 def command(kind: str, params: Mapping[str, Any], bin_dir: str) -> list[str]:
-    """The argv of one trial of `kind` with one value per parameter."""
-    if kind == "stress-ng":
-        return _stress_ng_argv(params)
-    if kind not in BINARY_KINDS:
+    """The argv of one trial of `kind` with one value per parameter (a host-assisted kind has
+    none: workloads.dirty drives it)."""
+    registered = KINDS.get(kind)
+    if registered is None or registered.host_assisted:
         raise ValueError(f"no adapter for workload kind {kind!r}")
-    argv = [f"{bin_dir}/{kind}", "--trials", "1", "--warmup", "0"]
+    if registered.binary is None:
+        return TOOLS[kind].argv(params)
+    argv = [f"{bin_dir}/{registered.binary}", "--trials", "1", "--warmup", "0"]
     for name, value in params.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -60,9 +58,8 @@ def _arg(value: Any) -> str:
 
 
 def parse(kind: str, done: Completed) -> ParsedTrial:
-    if kind == "stress-ng":
-        return _parse_stress_ng(done)
-    return _parse_binary(done)
+    tool = TOOLS.get(kind)
+    return tool.parse(done) if tool else _parse_binary(done)
 
 
 def _parse_binary(done: Completed) -> ParsedTrial:
@@ -143,3 +140,14 @@ def _parse_stress_ng(done: Completed) -> ParsedTrial:
     )
     version = doc.get("system-info", {}).get("stress-ng-version", "")
     return ParsedTrial(Outcome.OK, metrics=metrics, info={"stress_ng_version": str(version)})
+
+
+@dataclass(frozen=True)
+class Tool:
+    """An outside program run as a kind (registered with binary None)."""
+
+    argv: Callable[[Mapping[str, Any]], list[str]]  # one point's parameters -> the argv
+    parse: Callable[[Completed], ParsedTrial]
+
+
+TOOLS = {"stress-ng": Tool(_stress_ng_argv, _parse_stress_ng)}

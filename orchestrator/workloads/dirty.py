@@ -9,7 +9,7 @@ dirtier (seed: the live-migration thread). Each trial:
 - `dirty-log`: after `phase` seconds turns dirty logging on for `phase` seconds through QEMU's
   dirty-rate measurement in dirty-bitmap mode (QMP calc-dirty-rate), then lets it run `phase`
   more; `migrate`: after `phase` seconds migrates the guest to a second QEMU over loopback
-  (qemu_direct.migrate_locally), then lets it run `phase` more;
+  (where its launcher can: LocallyMigratable), then lets it run `phase` more;
 - stops the dirtier and reports its throughput before, during and after.
 
 Intervals within MARGIN_S of a switch belong to no phase.
@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from orchestrator.errors import HarnessError
-from orchestrator.guests.guest import GuestTarget
-from orchestrator.guests.qemu_direct import RunningQemu, migrate_locally
 from orchestrator.model import Metric, Outcome
 from orchestrator.proc import CommandError
+from orchestrator.suite.kinds import KINDS
 from orchestrator.workloads.adapters import ParsedTrial
+
+if TYPE_CHECKING:  # types only: running a trial needs neither paramiko nor a launcher
+    from orchestrator.guests.guest import GuestDomain
+    from orchestrator.guests.qemu_direct import MigrationResult
+    from orchestrator.guests.ssh import GuestSession
 
 INTERVAL_S = 0.1
 MARGIN_S = 0.1
@@ -42,29 +46,46 @@ class Interval:
     pages: int
 
 
+@runtime_checkable
+class DrivenGuest(Protocol):
+    """What a host-driven trial needs of its target: a guest whose QEMU the host holds (QMP,
+    liveness), and a session that can follow it to another QEMU. The lab host has none."""
+
+    name: str
+    accel: str
+    bin_dir: str
+    info: dict[str, Any]
+    session: GuestSession
+    domain: GuestDomain
+
+    def reconnect(self, port: int) -> None: ...
+
+
+@runtime_checkable
+class LocallyMigratable(Protocol):
+    """A guest domain that can live-migrate to a second QEMU on this host. A launcher offers it
+    or not: libvirt refuses a same-host migration, QEMU started directly does not."""
+
+    ssh_port: int
+
+    def migrate_locally(self, *, timeout: float, downtime_ms: int,
+                        bandwidth_mib_s: int) -> MigrationResult: ...
+
+
 def run_trial(kind: str, target: object, params: Mapping[str, Any],
               timeout: float) -> ParsedTrial:
-    if not isinstance(target, GuestTarget):
+    """One trial of a host-assisted kind (suite/kinds.py), driven by DRIVERS[kind]."""
+    if not isinstance(target, DrivenGuest):
         return ParsedTrial(Outcome.SKIPPED, f"{kind} needs a guest (the host drives its QEMU); "
                                             "natively there is nothing to log or migrate")
+    program = f"{target.bin_dir}/{KINDS[kind].binary}"
     try:
-        if kind == "dirty-log":
-            if target.accel == "tcg":
-                # seen here: QEMU 7.2 dies with SIGSEGV on calc-dirty-rate in dirty-bitmap
-                # mode under TCG; and TCG has no KVM dirty log, the thing measured
-                return ParsedTrial(Outcome.SKIPPED, "dirty logging needs KVM (under TCG, "
-                                   "QEMU's dirty-bitmap rate measurement crashes QEMU)")
-            return _dirty_log(target, params, timeout)
-        if not isinstance(target.domain, RunningQemu):
-            return ParsedTrial(Outcome.SKIPPED, "migrate needs guests started by QEMU directly "
-                                                "(libvirt refuses a same-host migration): give "
-                                                "the guest `launcher: qemu` in the suite")
-        return _migrate(target, target.domain, params, timeout)
+        return DRIVERS[kind](target, program, params, timeout)
     except (HarnessError, CommandError) as exc:
         return ParsedTrial(Outcome.ERROR, exc.one_line())
 
 
-def clock_offset(target: GuestTarget) -> tuple[float, float]:
+def clock_offset(target: DrivenGuest) -> tuple[float, float]:
     """(guest wall clock - host wall clock, its uncertainty): the best of three brackets."""
     brackets = []
     for _ in range(3):
@@ -96,8 +117,9 @@ def phase_rate(intervals: Sequence[Interval], start: float, end: float) -> float
     return sum(i.pages for i in inside) / seconds if seconds > 0 else None
 
 
-def _start_dirtier(target: GuestTarget, params: Mapping[str, Any], timeout: float) -> None:
-    dirtier = (f"{target.bin_dir}/dirtier --trials 1 --warmup 0 --pages {params['pages']} "
+def _start_dirtier(target: DrivenGuest, program: str, params: Mapping[str, Any],
+                   timeout: float) -> None:
+    dirtier = (f"{program} --trials 1 --warmup 0 --pages {params['pages']} "
                f"--rate {params['rate']} --duration {int(timeout)} --interval {INTERVAL_S}")
     target.session.run(["sh", "-c", f"rm -f {OUT}; setsid {dirtier} > {OUT} 2>&1 < /dev/null "
                         f"& echo $! > {OUT}.pid"], timeout=60)
@@ -109,12 +131,12 @@ def _start_dirtier(target: GuestTarget, params: Mapping[str, Any], timeout: floa
         time.sleep(INTERVAL_S)
 
 
-def _stop_dirtier(target: GuestTarget) -> str:
+def _stop_dirtier(target: DrivenGuest) -> str:
     target.session.run(["sh", "-c", f"kill $(cat {OUT}.pid)"], timeout=60, check=False)
     return target.session.run(["cat", OUT], timeout=60).stdout
 
 
-def _stop_dirtier_after_error(target: GuestTarget) -> None:
+def _stop_dirtier_after_error(target: DrivenGuest) -> None:
     """Best effort: the trial's own error is what the row must say, not this one's."""
     if target.domain.is_alive():
         try:
@@ -135,12 +157,18 @@ def _rates(intervals: Sequence[Interval], on: float, off: float,
     return metrics
 
 
-def _dirty_log(target: GuestTarget, params: Mapping[str, Any], timeout: float) -> ParsedTrial:
+def _dirty_log(target: DrivenGuest, program: str, params: Mapping[str, Any],
+               timeout: float) -> ParsedTrial:
+    if target.accel == "tcg":
+        # seen here: QEMU 7.2 dies with SIGSEGV on calc-dirty-rate in dirty-bitmap mode under
+        # TCG; and TCG has no KVM dirty log, the thing measured
+        return ParsedTrial(Outcome.SKIPPED, "dirty logging needs KVM (under TCG, QEMU's "
+                           "dirty-bitmap rate measurement crashes QEMU)")
     phase = max(1, round(float(params["phase"])))  # calc-dirty-rate counts whole seconds
     # a guest with KVM's dirty ring is measured through the ring, others through the bitmap
     mode = "dirty-ring" if target.info.get("dirty_ring") else "dirty-bitmap"
     offset, uncertainty = clock_offset(target)
-    _start_dirtier(target, params, timeout)
+    _start_dirtier(target, program, params, timeout)
     try:
         time.sleep(phase)
         on = time.time()
@@ -171,15 +199,21 @@ def _dirty_log(target: GuestTarget, params: Mapping[str, Any], timeout: float) -
         "intervals": len(intervals)})
 
 
-def _migrate(target: GuestTarget, guest: RunningQemu, params: Mapping[str, Any],
+def _migrate(target: DrivenGuest, program: str, params: Mapping[str, Any],
              timeout: float) -> ParsedTrial:
+    guest = target.domain
+    if not isinstance(guest, LocallyMigratable):
+        return ParsedTrial(Outcome.SKIPPED, "migrate needs guests started by QEMU directly "
+                                            "(libvirt refuses a same-host migration): give "
+                                            "the guest `launcher: qemu` in the suite")
     phase = float(params["phase"])
     offset, uncertainty = clock_offset(target)
-    _start_dirtier(target, params, timeout)
+    _start_dirtier(target, program, params, timeout)
     try:
         time.sleep(phase)
-        result = migrate_locally(guest, timeout=timeout, downtime_ms=int(params["downtime_ms"]),
-                                 bandwidth_mib_s=int(params["bandwidth_mib_s"]))
+        result = guest.migrate_locally(timeout=timeout,
+                                       downtime_ms=int(params["downtime_ms"]),
+                                       bandwidth_mib_s=int(params["bandwidth_mib_s"]))
         if result.status == "completed":
             target.reconnect(guest.ssh_port)  # the guest answers on the destination's port
         time.sleep(phase)
@@ -217,3 +251,9 @@ def _with_phases(metrics: list[Metric], needed: tuple[str, ...],
                            f"{', '.join(missing)} phase (make `phase` longer)",
                            metrics=tuple(metrics), info=info)
     return ParsedTrial(Outcome.OK, metrics=tuple(metrics), info=info)
+
+
+# How the host drives each host-assisted kind: (target, its program's path, one point's
+# parameters, the trial's timeout) -> the trial.
+Driver = Callable[[DrivenGuest, str, Mapping[str, Any], float], ParsedTrial]
+DRIVERS: dict[str, Driver] = {"dirty-log": _dirty_log, "migrate": _migrate}

@@ -47,9 +47,6 @@ class StallingGuest:
             raise proc.CommandError(argv, None, reason=f"timed out after {timeout:g}s")
         return proc.run(argv, timeout=timeout, check=False)
 
-    def facts(self) -> dict[str, Any]:
-        return {}
-
 
 class StallingBackend:
     """Guest number i (from 0) stalls after stalls[i] commands (None: never)."""

@@ -127,3 +127,26 @@ def test_importing_the_readers_loads_no_guest_machinery() -> None:
                  if m.stem != "__init__"),
                "orchestrator.analysis"]
     assert loaded_by(readers, HEAVY) == []
+
+
+# Launcher bindings, SSH and table libraries: none is needed to run a plan's trials.
+EXECUTOR_MUST_NOT_LOAD = ("libvirt", "libvirt_qemu", "paramiko", "qemu.qmp", "pandas", "pyarrow")
+
+
+@pytest.fixture(scope="module")
+def executor_modules() -> set[str]:
+    """sys.modules after `import orchestrator.run.execute` in a fresh interpreter, run from
+    this checkout."""
+    code = ("import json, sys\nimport orchestrator.run.execute\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True, cwd=PACKAGE.parent)
+    return set(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("heavy", EXECUTOR_MUST_NOT_LOAD)
+def test_importing_the_executor_loads_no_launcher_ssh_or_tables(
+        executor_modules: set[str], heavy: str) -> None:
+    """The executor names no launcher: libvirt or QEMU's QMP load only when a guest of that
+    launcher boots (guest.launch), paramiko only with a guest's session."""
+    assert not {m for m in executor_modules if m == heavy or m.startswith(heavy + ".")}

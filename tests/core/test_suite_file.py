@@ -39,14 +39,14 @@ def test_the_issue_example_is_valid_and_typed() -> None:
     suite = parse_suite(GOOD, Path("suite.yaml")).suite
     assert suite.paging == (RequestedMode.NATIVE, RequestedMode.TDP, RequestedMode.SHADOW)
     assert suite.guests["small"].memory == 2 << 30
-    assert suite.workloads[0].params.pages == (1280, 12800, 128000)  # type: ignore[union-attr]
+    assert suite.workloads[0].params.pages == (1280, 12800, 128000)  # type: ignore[attr-defined]
     assert suite.timeouts.boot == 300.0
     assert suite.trace.host == ("kvm:kvm_exit", "kvmmmu:*")
 
 
 def test_a_scalar_parameter_is_a_sweep_of_one() -> None:
     suite = parse_suite(GOOD.replace("[1280, 12800, 128000]", "4096"), Path("s.yaml")).suite
-    assert suite.workloads[0].params.pages == (4096,)  # type: ignore[union-attr]
+    assert suite.workloads[0].params.pages == (4096,)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -372,7 +372,7 @@ def test_no_number_beyond_64_bits_gets_through(meminfo: Path, old: str, new: str
 def test_the_largest_64_bit_number_is_still_a_number(meminfo: Path) -> None:
     suite = parse(BASE.replace("[1280, 12800]", f"[1280], seed: {MAX_INT64}").replace(
         "fork-dirty", "fault"), meminfo).suite
-    assert suite.workloads[0].params.seed == (MAX_INT64,)  # type: ignore[union-attr]
+    assert suite.workloads[0].params.seed == (MAX_INT64,)  # type: ignore[attr-defined]
 
 
 def test_sizes_beyond_64_bits_are_refused(meminfo: Path) -> None:

@@ -22,6 +22,7 @@ from orchestrator.guests.libvirt_domain import pick_free_port
 from orchestrator.guests.qemu_direct import RunningQemu, migrate_locally
 from orchestrator.guests.ssh import new_run_key
 from orchestrator.model import Outcome
+from orchestrator.run.targets import NativeTarget
 from orchestrator.store import reader
 from orchestrator.workloads.dirty import Interval, parse_intervals, phase_rate, run_trial
 from tests.guests.conftest import spec_for
@@ -55,6 +56,43 @@ def test_phase_rate_keeps_only_whole_intervals_away_from_switches() -> None:
     assert phase_rate(steps, 0.0, 2.0) == pytest.approx(400)  # margins trimmed, 400 pages/s
     assert phase_rate(steps, 2.0, 4.0) == pytest.approx(200)
     assert phase_rate(steps, 1.0, 1.2) is None  # nothing wholly inside: no number, not zero
+
+
+class LibvirtLikeDomain:
+    """A guest domain whose launcher offers no same-host migration (as libvirt's)."""
+
+    name = "g"
+    console_log = Path("/nonexistent/console.log")
+
+    def is_alive(self) -> bool:
+        return True
+
+    def console_tail(self, lines: int = 15) -> str:
+        return ""
+
+    def qemu_pid(self) -> int | None:
+        return None
+
+    def qmp(self, command: str, **arguments: object) -> object:
+        raise AssertionError(f"a skipped trial asked QEMU for {command}")
+
+
+PARAMS = {"pages": 16, "rate": 0, "phase": 1.0, "downtime_ms": 300, "bandwidth_mib_s": 64}
+
+
+def test_host_driven_kinds_skip_where_the_host_cannot_drive_them(tmp_path: Path) -> None:
+    """Decided by what the target and its domain offer, not by which launcher made them."""
+    native = NativeTarget(str(tmp_path))
+    for kind in ("dirty-log", "migrate"):
+        skipped = run_trial(kind, native, PARAMS, 10)
+        assert skipped.outcome is Outcome.SKIPPED and "needs a guest" in skipped.reason
+    session = object()  # never used: both trials end before the guest is asked anything
+    libvirt_guest = GuestTarget("g", "tdp", "kvm", session, LibvirtLikeDomain())  # type: ignore[arg-type]
+    migrate = run_trial("migrate", libvirt_guest, PARAMS, 10)
+    assert migrate.outcome is Outcome.SKIPPED and "launcher: qemu" in migrate.reason
+    tcg_guest = GuestTarget("g", "tcg", "tcg", session, LibvirtLikeDomain())  # type: ignore[arg-type]
+    dirty_log = run_trial("dirty-log", tcg_guest, PARAMS, 10)
+    assert dirty_log.outcome is Outcome.SKIPPED and "needs KVM" in dirty_log.reason
 
 
 @pytest.mark.integration
