@@ -15,7 +15,8 @@ from pathlib import Path
 
 from orchestrator.guests.guest import BASE_CMDLINE, booted_guest
 from orchestrator.guests.images import build_mini
-from orchestrator.guests.libvirt_domain import DEFAULT_URI, DomainSpec, pick_free_port
+from orchestrator.guests.libvirt_domain import DEFAULT_URI
+from orchestrator.guests.spec import DomainSpec, pick_free_port
 from orchestrator.guests.ssh import kernel_key_arg, new_run_key, wait_for_ssh
 
 ROUNDS = 3
