@@ -17,12 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.stats import BOOTSTRAP, SEED, measured
+from orchestrator.analysis.stats import BOOTSTRAP, SEED, higher_is_worse, measured
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import rundir
 
-TIME_UNITS = {"ns", "us", "ms", "s"}
-RATE_UNITS = {"pages/s", "ops/s"}
 ALPHA = 0.05
 MIN_TRIALS = 3
 
@@ -43,14 +41,6 @@ class Change:
     ci_high: float
     p_value: float
     verdict: str  # regression | improvement | unchanged | changed (counts) | too few trials
-
-
-def higher_is_worse(unit: str) -> bool | None:
-    if unit in TIME_UNITS:
-        return True
-    if unit in RATE_UNITS:
-        return False
-    return None
 
 
 def ratio_ci(base: np.ndarray, new: np.ndarray) -> tuple[float, float]:
