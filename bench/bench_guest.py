@@ -15,7 +15,8 @@ from pathlib import Path
 
 from orchestrator.guests.guest import BASE_CMDLINE, booted_guest
 from orchestrator.guests.images import build_mini
-from orchestrator.guests.libvirt_domain import DEFAULT_URI, DomainSpec, pick_free_port
+from orchestrator.guests.libvirt_domain import DEFAULT_URI
+from orchestrator.guests.spec import DomainSpec, nic_args, pick_free_port
 from orchestrator.guests.ssh import kernel_key_arg, new_run_key, wait_for_ssh
 
 ROUNDS = 3
@@ -45,8 +46,7 @@ def raw_boot(key: Path, public: str) -> float:
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "768", "-machine",
             "q35", "-nographic", "-no-reboot", "-kernel", str(image.kernel), "-initrd",
             str(image.initrd), "-append", f"{BASE_CMDLINE} {kernel_key_arg(public)}",
-            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device",
-            "virtio-net-pci,netdev=n0"]
+            *nic_args(port)]
     start = time.monotonic()
     qemu = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     try:

@@ -53,7 +53,3 @@ class Unavailable(OrchestratorError):
 
 class LockHeld(OrchestratorError):
     exit_code = ExitCode.LOCKED
-
-
-class Interrupted(OrchestratorError):
-    exit_code = ExitCode.INTERRUPTED

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, Protocol
 
 from orchestrator.errors import HarnessError
@@ -112,6 +113,18 @@ def reaped(child: subprocess.Popen[Any]) -> None:
             watcher.ended(token)
         except Exception as exc:  # noqa: BLE001 - as in spawn
             log.warning("could not record the end of child %d: %s", child.pid, exc)
+
+
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM (a deadline, a service stop, `kill`) is Ctrl-C: the main thread
+    gets a KeyboardInterrupt."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # KeyboardInterrupt, not an Exception: nothing on the way up may swallow it, and every
+    # ExitStack unwinds exactly as for Ctrl-C (guests destroyed, host mode restored).
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def tail(text: str, limit: int = TAIL_CHARS) -> str:

@@ -31,29 +31,19 @@ import pandas as pd
 
 from orchestrator.analysis import compatibility, noise
 from orchestrator.analysis.intervals import ratio_interval
-from orchestrator.analysis.stats import measured
+from orchestrator.analysis.stats import higher_is_worse, measured
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import reader, rundir
 
 log = logging.getLogger(__name__)
 
-TIME_UNITS = {"ns", "us", "ms", "s"}
 ALPHA = 0.05
 MIN_TRIALS = 3
 NOISE_SIGMAS = 3.0
 SCHEMA = "orchestrate.compare/1"
 TESTED = ("regression", "improvement", "unchanged", "changed")
 WORSE = ("regression", "lost")
-
-
-def higher_is_worse(unit: str) -> bool | None:
-    """True for times, False for rates (anything per second), None for counts and the rest."""
-    if unit in TIME_UNITS:
-        return True
-    if unit.endswith("/s"):
-        return False
-    return None
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ NaN is null):
 
     {"schema": "orchestrate.history/1", "suite", "results_dir", "metric", "threshold",
      "runs": [{"run_id", "path", "status", "started_at", "unreadable_lines"}],  (oldest first)
-     "steps": [{"cell_id", "metric", "at_run", "before", "after", "ratio", "regression"}],
+     "steps": [{"cell_id", "metric", "unit", "at_run", "before", "after", "ratio",
+                "regression"}],
      "regressions": N}
 
-A step is a "regression" when a time (`_us`, `_ns`) went up; the exit code is then 4.
+A step is a "regression" when it went the worse way for its unit (stats.higher_is_worse: a
+time up, a rate down; counts never); the exit code is then 4.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.stats import measured
+from orchestrator.analysis.stats import higher_is_worse, measured
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import reader, rundir
@@ -42,6 +44,7 @@ SCHEMA = "orchestrate.history/1"
 class Step:
     cell_id: str
     metric: str
+    unit: str
     at_run: str
     before: float
     after: float
@@ -52,9 +55,9 @@ class Step:
 
 
 def nightly(trials: pd.DataFrame) -> pd.Series:
-    """Per run and cell: the trials' values, in run order."""
+    """Per cell, metric (with its unit) and run: the trials' values, in run order."""
     data = measured(trials).sort_values("started_at")
-    return data.groupby(["cell_id", "metric", "run_id"], sort=False)["value"].apply(list)
+    return data.groupby(["cell_id", "metric", "unit", "run_id"], sort=False)["value"].apply(list)
 
 
 def find_step(runs: list[str], values: list[list[float]], threshold: float) -> int | None:
@@ -87,14 +90,14 @@ def _step_score(before: list[float], after: list[float], vb: list[list[float]],
 def steps(trials: pd.DataFrame, threshold: float = 0.05) -> list[Step]:
     found = []
     series = nightly(trials)
-    for key, per_run in series.groupby(level=[0, 1], sort=False):
-        cell, metric = cast(tuple[str, str], key)
-        runs = [str(index[2]) for index in per_run.index]
+    for key, per_run in series.groupby(level=[0, 1, 2], sort=False):
+        cell, metric, unit = cast(tuple[str, str, str], key)
+        runs = [str(index[3]) for index in per_run.index]
         k = find_step(runs, list(per_run.to_numpy()), threshold)
         if k is not None:
             meds = [float(np.median(v)) for v in per_run.to_numpy()]
-            found.append(Step(str(cell), str(metric), runs[k], float(np.median(meds[:k])),
-                              float(np.median(meds[k:]))))
+            found.append(Step(str(cell), str(metric), str(unit), runs[k],
+                              float(np.median(meds[:k])), float(np.median(meds[k:]))))
     return found
 
 
@@ -114,8 +117,10 @@ def suite_history(root: Path, suite: str) -> pd.DataFrame:
 
 
 def is_regression(step: Step) -> bool:
-    """A time that went up: counts and rates are reported, never called regressions."""
-    return step.ratio > 1 and step.metric.endswith(("_us", "_ns"))
+    """A step the worse way for its unit (a time up, a rate down); a count's step is
+    reported, never called a regression."""
+    worse = higher_is_worse(step.unit)
+    return worse is not None and (step.ratio > 1) == worse
 
 
 def add_parser(sub: Any) -> None:

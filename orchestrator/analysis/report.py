@@ -15,13 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.analysis.stats import mode_ratios, param_columns, summary
+from orchestrator.analysis.stats import mode_ratios, present_params, summary
 from orchestrator.errors import ExitCode
 from orchestrator.store import reader, rundir
 
 PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_at"]
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
-TABLE_COLUMNS = ["n", "median", "q1", "q3", "ci_low", "ci_high"]
 JOURNAL_NOTE = "_journal_note"  # set on the report's copy of a manifest, never on disk
 
 
@@ -30,8 +29,8 @@ def write_report(runs: list[str | Path], out_dir: Path,
     tables = [reader.load(r, root) for r in runs]
     trials = pd.concat([t.trials for t in tables], ignore_index=True)
     events = pd.concat([t.events for t in tables], ignore_index=True)
-    params = param_columns(trials, sorted({p for t in tables
-                                           for p in t.manifest.get("param_columns", {})}))
+    params = present_params(trials, sorted({p for t in tables
+                                            for p in t.manifest.get("param_columns", {})}))
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summary(trials, params)
     ratios = mode_ratios(table, params) if not table.empty else pd.DataFrame()

@@ -1,4 +1,5 @@
-"""Statistics over result tables: per-cell summaries, mode ratios, many runs as one frame.
+"""Statistics over result tables: per-cell summaries, which way a metric gets worse, mode
+ratios, many runs as one frame.
 
 Reads tables only (never guests, libvirt or SSH). Warm-up and non-ok trials never enter a
 statistic. Intervals are deterministic (order statistics here, a seeded bootstrap in compare),
@@ -20,6 +21,8 @@ SEED = 20061128  # fixed: the same tables always give the same intervals
 POINT_KEYS = ["paging_mode", "accel", "guest", "workload", "kind"]
 METRIC_KEYS = ["metric", "unit"]
 NOT_METRICS = ("",)
+STATS = ["n", "median", "min", "max", "q1", "q3", "iqr", "ci_low", "ci_high"]
+TIME_UNITS = {"ns", "us", "ms", "s"}
 
 
 def measured(trials: pd.DataFrame) -> pd.DataFrame:
@@ -28,8 +31,21 @@ def measured(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[keep & ~trials["metric"].isin(NOT_METRICS)]
 
 
-def param_columns(trials: pd.DataFrame, manifest_params: Iterable[str]) -> list[str]:
-    return [c for c in manifest_params if c in trials.columns and trials[c].notna().any()]
+def present_params(trials: pd.DataFrame, names: Iterable[str]) -> list[str]:
+    """Those of the parameters `names` (a manifest's param_columns) that the trials have a
+    value of: the columns a table of them is keyed by."""
+    return [c for c in names if c in trials.columns and trials[c].notna().any()]
+
+
+def higher_is_worse(unit: str) -> bool | None:
+    """Which way a metric gets worse, from its unit: a time (ns, us, ms, s) when it grows, a
+    rate or throughput (anything per second: pages/s, ops/s, MiB/s) when it shrinks. None for
+    counts, sizes and the like: reported, never called a regression."""
+    if unit in TIME_UNITS:
+        return True
+    if unit.endswith("/s"):
+        return False
+    return None
 
 
 def median_ci(values: np.ndarray) -> tuple[float, float]:
@@ -50,20 +66,20 @@ def median_ci(values: np.ndarray) -> tuple[float, float]:
 def _stats(arr: np.ndarray) -> dict[str, float]:
     lo, hi = median_ci(arr)
     q1, med, q3 = np.percentile(arr, [25, 50, 75])
-    return {"n": len(arr), "median": med, "q1": q1, "q3": q3, "iqr": q3 - q1, "ci_low": lo,
-            "ci_high": hi}
+    return {"n": len(arr), "median": med, "min": float(arr.min()), "max": float(arr.max()),
+            "q1": q1, "q3": q3, "iqr": q3 - q1, "ci_low": lo, "ci_high": hi}
 
 
 def summary(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
-    """One row per point and metric: n, median, quartiles, a 95% CI of the median."""
+    """One row per point and metric, of measured trials only: n, median, range, quartiles, a
+    95% CI of the median (the STATS columns)."""
     data = measured(trials)
     keys = [k for k in POINT_KEYS + params + METRIC_KEYS if k in data.columns]
     rows = [
         {**dict(zip(keys, key, strict=True)), **_stats(group.to_numpy(dtype=float))}
         for key, group in data.groupby(keys, dropna=False, sort=True)["value"]
     ]
-    columns = [*keys, "n", "median", "q1", "q3", "iqr", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=[*keys, *STATS])
 
 
 def mode_ratios(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
@@ -80,7 +96,9 @@ def mode_ratios(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return out.dropna(how="all").reset_index()
 
 
-def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Many runs as one DataFrame (notebook API): run_id and host columns, params as columns."""
-    frames = [reader.load(p).trials for p in paths]
+def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One run or many as one DataFrame (notebook API): `load_runs("results/latest")` or
+    `load_runs([a, b])`; run_id and host columns, params as columns."""
+    many = [paths] if isinstance(paths, str | Path) else paths
+    frames = [reader.load(p).trials for p in many]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -38,10 +38,12 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.analysis import stats
 from orchestrator.errors import ExitCode
 from orchestrator.store import reader, rundir
 
 KEY_COLUMNS = ["paging_mode", "accel", "guest", "workload", "metric", "unit"]
+SHOWN_STATS = ["n", "median", "min", "max"]
 OUTCOME_ORDER = ["ok", "failed", "error", "skipped"]
 FINISHED = {"done", "done-with-errors", "ok"}  # "ok": older runs said so for done
 # what a status other than `done` means, said on the summary's first line
@@ -189,12 +191,13 @@ def status_hint(tables: reader.RunTables) -> str:
     return f"{because}  continue it: orchestrate run --resume {tables.path}"
 
 
-def summary_table(trials: pd.DataFrame, param_columns: list[str]) -> pd.DataFrame:
-    """Median and spread per point and metric, measured (non-warm-up, ok) trials only."""
-    ok = trials[(trials["outcome"] == "ok") & ~trials["warmup"] & (trials["metric"] != "")]
-    keys = KEY_COLUMNS[:4] + [c for c in param_columns if ok[c].notna().any()] + KEY_COLUMNS[4:]
-    grouped = ok.groupby(keys, dropna=False, sort=True)["value"]
-    return grouped.agg(n="count", median="median", min="min", max="max").reset_index()
+def summary_table(trials: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFrame,
+                                                                          list[str]]:
+    """(median and range per point and metric, of measured trials only; the parameters it is
+    keyed by): stats.summary, in the columns this verb has always shown."""
+    params = stats.present_params(stats.measured(trials), manifest.get("param_columns", {}))
+    table = stats.summary(trials, params)
+    return table[[*KEY_COLUMNS[:4], *params, *KEY_COLUMNS[4:], *SHOWN_STATS]], params
 
 
 def _not_ok(trials: pd.DataFrame) -> pd.DataFrame:
@@ -216,7 +219,7 @@ def print_summary(tables: reader.RunTables) -> None:
     for _, row in _not_ok(trials).head(10).iterrows():
         print(f"  {row['outcome']}: {row['paging_mode']}/{row['guest']} {row['workload']}: "
               f"{row['reason']}")
-    table = summary_table(trials, list(manifest.get("param_columns", {})))
+    table, _ = summary_table(trials, manifest)
     if not table.empty:
         with pd.option_context("display.max_rows", 200, "display.width", 160):
             print(table.to_string(index=False))
@@ -241,17 +244,18 @@ def run_json(tables: reader.RunTables) -> dict[str, Any]:
                                    "reason"]].to_dict("records"),
         "journal": {"unreadable": tables.unreadable,
                     "lines": [{"line": p.line, "problem": p.what} for p in tables.problems]},
-        "summary": _summary_json(trials, list(manifest.get("param_columns", {}))),
+        "summary": _summary_json(trials, manifest),
         "events": _events_json(tables.events),
     }
 
 
-def _summary_json(trials: pd.DataFrame, param_columns: list[str]) -> list[dict[str, Any]]:
+def _summary_json(trials: pd.DataFrame, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    table, params = summary_table(trials, manifest)
     rows = []
-    for row in summary_table(trials, param_columns).to_dict("records"):
-        params = {p: row.pop(p) for p in param_columns if p in row}
-        rows.append({**{k: row[k] for k in KEY_COLUMNS[:4]}, "params": params,
-                     **{k: row[k] for k in [*KEY_COLUMNS[4:], "n", "median", "min", "max"]}})
+    for row in table.to_dict("records"):
+        values = {p: row.pop(p) for p in params}
+        rows.append({**{k: row[k] for k in KEY_COLUMNS[:4]}, "params": values,
+                     **{k: row[k] for k in [*KEY_COLUMNS[4:], *SHOWN_STATS]}})
     return rows
 
 

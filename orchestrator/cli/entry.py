@@ -15,10 +15,10 @@ import traceback
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 
 import shtab
 
+from orchestrator import proc
 from orchestrator.analysis import compare, history, report, summary
 from orchestrator.cli import doctor, gc, run
 from orchestrator.errors import ExitCode, OrchestratorError
@@ -123,12 +123,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # KeyboardInterrupt, not an Exception: nothing on the way up may swallow it, and every
-    # ExitStack unwinds exactly as for Ctrl-C (guests destroyed, host mode restored).
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def setup_logging(debug: bool) -> None:
     """Our own INFO lines; other libraries only when they warn (paramiko's connection chatter
     and matplotlib's font-cache notice stay out of a nightly log), everything with --debug."""
@@ -147,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    proc.interrupt_on_sigterm()
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush

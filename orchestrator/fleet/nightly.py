@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 from orchestrator import proc
@@ -404,15 +403,11 @@ def _retention(cfg: Settings, log: NightlyLog, protect: set[Path]) -> None:
 # ---- standalone entry point (cron's wrapper uses it: `python -m orchestrator.fleet.nightly`) ---
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orchestrate")
     add_parser(parser.add_subparsers(dest="verb", required=True, metavar="VERB"))
     args = parser.parse_args(["nightly", *(sys.argv[1:] if argv is None else argv)])
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    proc.interrupt_on_sigterm()
     try:
         args.settings = OrchSettings.from_environ(os.environ)  # the one read: passed down
         code: int = args.func(args)

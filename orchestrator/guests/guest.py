@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from orchestrator import proc
 from orchestrator.errors import HarnessError
 from orchestrator.guests.images import GUEST_BIN, Image
-from orchestrator.guests.libvirt_domain import DomainSpec, pick_free_port
+from orchestrator.guests.spec import DomainSpec, pick_free_port
 from orchestrator.guests.ssh import GuestSession, kernel_key_arg, wait_for_ssh
 from orchestrator.proc import CommandError
 from orchestrator.settings import Settings, current

@@ -26,7 +26,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -239,20 +239,30 @@ def install_file(src: Path, root: Path, dest: str | None = None, mode: int | Non
         target.chmod(mode)
 
 
-def _populate_root(root: Path, release: str, bin_dir: Path) -> None:
-    for empty in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "var/tmp", "etc/dropbear"):
+def initramfs_root(root: Path, release: str, *, init: Path, executables: Sequence[str],
+                   modules: Sequence[str], dirs: Sequence[str]) -> None:
+    """The frame of every initramfs made here (the guests' and the nested lab host's): empty
+    directories, executables with their shared libraries, kernel modules with their
+    dependencies (in load order in /etc/modules-order, for /init), and /init itself."""
+    for empty in ("etc", *dirs):
         (root / empty).mkdir(parents=True, exist_ok=True)
-    for binary in EXECUTABLES:
+    for binary in executables:
         install_file(Path(binary), root)
         for lib in shared_libraries(binary):
             install_file(lib, root)
-    modules = module_order(release, MODULES)
-    for name in modules:
+    ordered = module_order(release, list(modules))
+    for name in ordered:
         install_file(module_path(release, name), root, f"/lib/modules/{name}.ko")
-    (root / "etc/modules-order").write_text("\n".join(modules) + "\n")
+    (root / "etc/modules-order").write_text("\n".join(ordered) + "\n")
+    install_file(init, root, "/init", 0o755)
+
+
+def _populate_root(root: Path, release: str, bin_dir: Path) -> None:
+    initramfs_root(root, release, init=RECIPE_DIR / "init", executables=EXECUTABLES,
+                   modules=MODULES, dirs=("proc", "sys", "dev", "tmp", "run", "root/.ssh",
+                                          "var/tmp", "etc/dropbear"))
     for workload in sorted(bin_dir.iterdir()):
         install_file(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
-    install_file(RECIPE_DIR / "init", root, "/init", 0o755)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
     (root / "etc/shells").write_text("/bin/sh\n")
@@ -260,14 +270,13 @@ def _populate_root(root: Path, release: str, bin_dir: Path) -> None:
     (root / "root/.ssh").chmod(0o700)
 
 
-def _host_key(root: Path, out_dir: Path) -> str:
-    key = root / "etc/dropbear/dropbear_ed25519_host_key"
+def dropbear_host_key(key: Path) -> str:
+    """A new ed25519 host key for dropbear at `key` (0600: dropbearkey makes it so); its
+    public line "ssh-ed25519 AAAA...", which SSH then pins."""
     proc.run(["dropbearkey", "-t", "ed25519", "-f", str(key)], timeout=60)
     public = proc.run(["dropbearkey", "-y", "-f", str(key)], timeout=60).stdout
     line = next(x for x in public.splitlines() if x.startswith("ssh-ed25519 "))
-    key_line = " ".join(line.split()[:2])
-    (out_dir / "host_key.pub").write_text(key_line + "\n")
-    return key_line
+    return " ".join(line.split()[:2])
 
 
 def write_cpio(root: Path, out: Path) -> None:
@@ -303,20 +312,30 @@ def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
     out = (cache_root or default_cache_root()) / f"mini-{digest}"
     if _cached(out, force):
         return load_from(out)
-    private_dir(out.parent, qemu_gid())
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # 0700: nothing in it is reachable
-        staging, root = Path(tmp) / "image", Path(tmp) / "root"
-        staging.mkdir()
+    with staged(out) as (staging, root):
         _populate_root(root, release, bins)  # the guest's own modes (under the caller's umask)
         with private_umask():
-            key_line = _host_key(root, staging)
+            key_line = dropbear_host_key(root / "etc/dropbear/dropbear_ed25519_host_key")
+            (staging / "host_key.pub").write_text(key_line + "\n")
             write_cpio(root, staging / "initrd.img")
             shutil.copyfile(kernel, staging / "vmlinuz")
             image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
                           digest)
             (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
-        _publish(staging, out)
     return load_from(out)
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[tuple[Path, Path]]:
+    """(staging, root): an image is made in `staging` (from a file tree in `root`, if it needs
+    one), in a private temporary directory beside `out`, and published as `out` when the
+    with-block ends without an error (see _publish); nothing is left behind otherwise."""
+    private_dir(out.parent, qemu_gid())
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # 0700: nothing in it is reachable
+        staging, root = Path(tmp) / "image", Path(tmp) / "root"
+        staging.mkdir()
+        yield staging, root
+        _publish(staging, out)
 
 
 def _cached(out: Path, force: bool) -> bool:
@@ -439,10 +458,7 @@ def build_debian(cache_root: Path | None = None, bin_dir: Path | None = None,
     out = (cache_root or default_cache_root()) / f"debian-{digest}"
     if _cached(out, force):
         return load_from(out)
-    private_dir(out.parent, qemu_gid())
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # 0700: nothing in it is reachable
-        staging, root = Path(tmp) / "image", Path(tmp) / "root"
-        staging.mkdir()
+    with staged(out) as (staging, root):
         key_line = _debian_rootfs(root, bins)  # the root file system keeps Debian's own modes
         with private_umask():  # the disk (and the raw file before it) holds the host key
             (staging / "host_key.pub").write_text(key_line + "\n")
@@ -451,7 +467,6 @@ def build_debian(cache_root: Path | None = None, bin_dir: Path | None = None,
                           release, digest, disk=out / "disk.qcow2",
                           boot_args="root=/dev/vda rw net.ifnames=0")
             (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
-        _publish(staging, out)
     return load_from(out)
 
 

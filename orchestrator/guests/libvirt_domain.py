@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import libvirt
 import libvirt_qemu
 
 from orchestrator.errors import HarnessError
+from orchestrator.guests.spec import DomainSpec, file_tail, nic_args, qmp_return
 from orchestrator.settings import DEFAULT_LIBVIRT_URI, current
 from orchestrator.store import ledger
 
@@ -35,26 +35,7 @@ log = logging.getLogger(__name__)
 NAME_PREFIX = "orch-"
 METADATA_NS = "https://github.com/orchestrator/memvirt/run"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-NIC_PCI_SLOT = "0x1a"  # clear of libvirt's root ports (low slots) and the ICH9 devices (0x1f)
 DEFAULT_URI = DEFAULT_LIBVIRT_URI  # $ORCH_LIBVIRT_URI overrides it (settings.py)
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    name: str
-    run_id: str
-    accel: str  # "kvm" | "tcg"
-    vcpus: int
-    memory_mib: int
-    hugepages: str  # "none" | "2M" | "1G"
-    cpu_pins: tuple[int, ...] | None
-    kernel: Path
-    initrd: Path
-    cmdline: str
-    ssh_port: int
-    console_log: Path
-    disk: Path | None = None
-    dirty_ring: int = 0  # KVM dirty-ring entries per vCPU; 0 = the dirty bitmap
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -131,30 +112,13 @@ def _devices(root: ET.Element, spec: DomainSpec) -> None:
 
 def _user_network(root: ET.Element, port: int) -> None:
     commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
-    for arg in ("-netdev", f"user,id=orchnet,hostfwd=tcp:127.0.0.1:{port}-:22",
-                "-device", f"virtio-net-pci,netdev=orchnet,bus=pcie.0,addr={NIC_PCI_SLOT}"):
+    for arg in nic_args(port):
         ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
-
-
-def file_tail(path: Path, lines: int) -> str:
-    """The last lines of a log (a console written by virtlogd or QEMU); "" before it exists."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def default_uri() -> str:
     """$ORCH_LIBVIRT_URI, else DEFAULT_URI: a library caller's default (commands pass theirs)."""
     return current().libvirt_uri
-
-
-def pick_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def connect(uri: str) -> libvirt.virConnect:
@@ -169,7 +133,6 @@ def connect(uri: str) -> libvirt.virConnect:
 @dataclass
 class RunningDomain:
     name: str
-    uri: str
     console_log: Path
     _dom: libvirt.virDomain
 
@@ -191,10 +154,7 @@ class RunningDomain:
         except libvirt.libvirtError as exc:
             raise HarnessError(f"QMP {command} on {self.name}: {exc.get_error_message()}",
                                hint=f"console log: {self.console_log}") from None
-        if "error" in reply:
-            raise HarnessError(f"QMP {command}: {reply['error'].get('desc', reply['error'])}",
-                               hint="see QEMU's QMP reference for the command")
-        return reply.get("return")
+        return qmp_return(command, reply)
 
     def qemu_pid(self) -> int | None:
         pid_file = Path("/run/libvirt/qemu") / f"{self.name}.pid"
@@ -221,7 +181,7 @@ def running_domain(spec: DomainSpec, uri: str = DEFAULT_URI) -> Iterator[Running
         log.info("guest %s started (%s, ssh on 127.0.0.1:%d)", spec.name, spec.accel,
                  spec.ssh_port)
         try:
-            yield RunningDomain(spec.name, uri, spec.console_log, dom)
+            yield RunningDomain(spec.name, spec.console_log, dom)
         finally:
             if destroy(dom):
                 ledger.undone(entry)

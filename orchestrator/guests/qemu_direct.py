@@ -28,7 +28,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from orchestrator import proc
 from orchestrator.errors import HarnessError, Unavailable
-from orchestrator.guests.libvirt_domain import NIC_PCI_SLOT, DomainSpec, file_tail, pick_free_port
+from orchestrator.guests.spec import DomainSpec, file_tail, nic_args, pick_free_port, qmp_return
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ def qemu_argv(spec: DomainSpec, *, qmp: Path | None = None,
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,
         "-serial", f"file:{spec.console_log}",
         "-device", "i6300esb", "-watchdog-action", "poweroff",
-        "-netdev", f"user,id=orchnet,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
-        "-device", f"virtio-net-pci,netdev=orchnet,bus=pcie.0,addr={NIC_PCI_SLOT}",
+        *nic_args(spec.ssh_port),
     ]
     if spec.hugepages != "none":
         argv += ["-object", f"memory-backend-file,id=mem0,size={spec.memory_mib}M,"
@@ -140,8 +139,8 @@ def describe_end(process: subprocess.Popen[bytes], console_log: Path) -> str:
         how = f"QEMU was killed by signal {-status}"
     else:  # 0: the guest powered off, or reset under -no-reboot (a panic or a triple fault)
         how = f"QEMU exited with status {status}"
-    stderr = file_tail(console_log.with_suffix(".qemu.log"), 2).replace("\n", " | ")
-    console = file_tail(console_log, 2).replace("\n", " | ")
+    stderr = file_tail(console_log.with_suffix(".qemu.log"), 2, sep=" | ")
+    console = file_tail(console_log, 2, sep=" | ")
     return "; ".join([how, *(f"{what}: {text}" for what, text in
                              (("its stderr", stderr), ("console", console)) if text)])
 
@@ -162,10 +161,7 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, Any]) -> A
             monitor.close()
         except (OSError, EOFError, QMPError):
             pass  # the command's outcome is what counts
-    if "error" in response:
-        raise HarnessError(f"QMP {command}: {response['error'].get('desc', response['error'])}",
-                           hint="see QEMU's QMP reference for the command")
-    return response.get("return")
+    return qmp_return(command, response)
 
 
 def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -7,19 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.host import accel
+from orchestrator.host.host_prep import HUGEPAGES_2M, THP, read_setting
 from orchestrator.store.rundir import hostname
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
 
 
 def _cpuinfo(root: Path) -> dict[str, str]:
     facts: dict[str, str] = {}
-    for line in (_read(root / "proc/cpuinfo") or "").splitlines():
+    for line in (read_setting(root / "proc/cpuinfo") or "").splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
         if key in ("model name", "microcode", "vendor_id") and key not in facts:
@@ -38,10 +32,10 @@ def collect(root: Path = Path("/")) -> dict[str, Any]:
         "kvm_unusable_because": list(kvm.reasons),
         "hostname": hostname(),
         "kernel_release": platform.release(),
-        "kernel_cmdline": _read(root / "proc/cmdline"),
+        "kernel_cmdline": read_setting(root / "proc/cmdline"),
         "cpu_vendor": cpu.get("vendor_id"),
         "cpu_model": cpu.get("model name"),
         "microcode": cpu.get("microcode"),
-        "thp": _read(root / "sys/kernel/mm/transparent_hugepage/enabled"),
-        "nr_hugepages_2m": _read(root / "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
+        "thp": read_setting(root / THP),  # all the choices, the active one in brackets
+        "nr_hugepages_2m": read_setting(root / HUGEPAGES_2M),
     }

@@ -28,9 +28,10 @@ GOVERNOR_GLOB = "sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
 BOOST = ("sys/devices/system/cpu/cpufreq/boost", "sys/devices/system/cpu/intel_pstate/no_turbo")
 
 
-def _read(path: Path) -> str | None:
+def read_setting(path: Path) -> str | None:
+    """A sysfs, procfs or config file's text, stripped; None where this host has none."""
     try:
-        return path.read_text().strip()
+        return path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None
 
@@ -45,12 +46,12 @@ def selected(text: str | None) -> str | None:
 
 def conditions(root: Path = Path("/")) -> dict[str, Any]:
     """What the run was measured under, for the manifest."""
-    governors = {_read(p) for p in sorted(root.glob(GOVERNOR_GLOB))}
+    governors = {read_setting(p) for p in sorted(root.glob(GOVERNOR_GLOB))}
     return {
-        "thp": selected(_read(root / THP)),
-        "hugepages_2m": _read(root / HUGEPAGES_2M),
+        "thp": selected(read_setting(root / THP)),
+        "hugepages_2m": read_setting(root / HUGEPAGES_2M),
         "governor": ",".join(sorted(g for g in governors if g)) or None,
-        "boost": {name: _read(root / name) for name in BOOST if (root / name).exists()},
+        "boost": {name: read_setting(root / name) for name in BOOST if (root / name).exists()},
     }
 
 
@@ -86,7 +87,7 @@ def write_back(path: Path, value: str) -> None:
 
 
 def _need(path: Path, what: str) -> str:
-    current = _read(path)
+    current = read_setting(path)
     if current is None:
         raise HarnessError(f"this host has no {what} control ({path})",
                            hint=f"remove host_prep.{what} from the suite")

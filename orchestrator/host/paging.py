@@ -14,7 +14,7 @@ killed in between, recovery (recovery.py) reloads the module with `restore_param
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,12 +50,15 @@ def _bool(flag: bool) -> str:
     return "1" if flag else "0"
 
 
-def load_module(vendor: str, tdp: bool, tdp_mmu: bool, runner: Runner) -> None:
+def load_module(vendor: str, tdp: bool, tdp_mmu: bool, runner: Runner, *,
+                timeout: float = 120) -> None:
+    """Reload KVM with these parameters, each command through `runner` (this host's proc.run,
+    or one that runs it on another host: the nested lab's L1)."""
     param = VENDOR_MODULES[vendor]
     # removal may find a module already gone (a failed load before): what counts is the load
-    runner(["modprobe", "-r", vendor, "kvm"], timeout=120, check=False)
-    runner(["modprobe", "kvm", f"tdp_mmu={_bool(tdp_mmu)}"], timeout=120)
-    runner(["modprobe", vendor, f"{param}={_bool(tdp)}"], timeout=120)
+    runner(["modprobe", "-r", vendor, "kvm"], timeout=timeout, check=False)
+    runner(["modprobe", "kvm", f"tdp_mmu={_bool(tdp_mmu)}"], timeout=timeout)
+    runner(["modprobe", vendor, f"{param}={_bool(tdp)}"], timeout=timeout)
 
 
 def mode_of(tdp: bool, tdp_mmu: bool) -> str:
@@ -148,10 +151,3 @@ def _restore(vendor: str, original: tuple[bool, bool], mode: str, root: Path,
     raise HarnessError(f"could not restore {vendor} to {mode}: the host is left changed",
                        hint=f"modprobe -r {vendor} kvm && modprobe {vendor} by hand")
 
-
-def mode_switch_commands(vendor: str, mode: str) -> Sequence[Sequence[str]]:
-    """The command sequence a switch to `mode` runs (for documentation and tests)."""
-    tdp, tdp_mmu = MODE_PARAMS[mode]
-    param = VENDOR_MODULES[vendor]
-    return (["modprobe", "-r", vendor, "kvm"], ["modprobe", "kvm", f"tdp_mmu={_bool(tdp_mmu)}"],
-            ["modprobe", vendor, f"{param}={_bool(tdp)}"])

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shlex
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,14 +28,15 @@ from orchestrator import proc
 from orchestrator.errors import HarnessError
 from orchestrator.guests.images import (
     default_cache_root,
-    install_file,
+    dropbear_host_key,
+    initramfs_root,
     installed_kernel,
-    module_order,
-    module_path,
+    staged,
     write_cpio,
 )
-from orchestrator.guests.libvirt_domain import pick_free_port
+from orchestrator.guests.spec import file_tail, nic_args, pick_free_port
 from orchestrator.guests.ssh import ConnectionLost, GuestSession, new_run_key, wait_for_ssh
+from orchestrator.host.paging import load_module
 from orchestrator.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,7 @@ L1_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONSOLE = "l1-console.log"
 QEMU_LOG = "l1-qemu.log"  # L1's QEMU's own stdout/stderr (an abort of the emulator lands here)
 RECONNECT_S = 120.0
+L1_MODPROBE_S = 300.0  # a module (un)load in the emulated L1
 
 
 def lab_initrd(cache_root: Path | None = None) -> tuple[Path, Path]:
@@ -56,23 +56,10 @@ def lab_initrd(cache_root: Path | None = None) -> tuple[Path, Path]:
     digest = hashlib.sha256(LAB_INIT.read_bytes() + release.encode()).hexdigest()[:16]
     out = (cache_root or default_cache_root()) / f"lab-{digest}"
     if not (out / "initrd.img").exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            root = Path(tmp) / "root"
-            for empty in ("proc", "sys", "dev", "newroot", "etc"):
-                (root / empty).mkdir(parents=True)
-            install_file(Path("/bin/busybox"), root)
-            modules = module_order(release, LAB_MODULES)
-            for name in modules:
-                install_file(module_path(release, name), root, f"/lib/modules/{name}.ko")
-            (root / "etc/modules-order").write_text("\n".join(modules) + "\n")
-            install_file(LAB_INIT, root, "/init", 0o755)
-            staging = Path(tmp) / "out"
-            staging.mkdir()
+        with staged(out) as (staging, root):
+            initramfs_root(root, release, init=LAB_INIT, executables=["/bin/busybox"],
+                           modules=LAB_MODULES, dirs=("proc", "sys", "dev", "newroot"))
             write_cpio(root, staging / "initrd.img")
-            if out.exists():
-                shutil.rmtree(out)
-            staging.rename(out)
     return kernel, out / "initrd.img"
 
 
@@ -115,8 +102,9 @@ class Lab:
     def death_report(self) -> str:
         """How L1 ended, from its QEMU's exit status, console and stderr."""
         status = "running" if self.qemu is None else f"QEMU exit status {self.qemu.poll()}"
-        return (f"{status}; console {_last_lines(self.workdir / CONSOLE)!r}; "
-                f"QEMU said {_last_lines(self.workdir / QEMU_LOG)!r}")
+        console, qemu = (file_tail(self.workdir / name, 3, sep=" | ")
+                         for name in (CONSOLE, QEMU_LOG))
+        return f"{status}; console {console!r}; QEMU said {qemu!r}"
 
     def _recover(self, lost: ConnectionLost) -> None:
         if self.alive():
@@ -143,13 +131,6 @@ class Lab:
             self.qemu.wait()
 
 
-def _last_lines(path: Path, count: int = 3) -> str:
-    if not path.exists():
-        return ""
-    lines = path.read_text(errors="replace").strip().splitlines()
-    return " | ".join(line.strip() for line in lines[-count:])
-
-
 def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib: int,
                smp: int) -> list[str]:
     return [
@@ -164,18 +145,9 @@ def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib:
                    "readonly=on,multidevs=remap",
         "-virtfs", f"local,path={workdir},mount_tag=labwork,security_model=none,"
                    "multidevs=remap",
-        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device", "virtio-net-pci,netdev=n0",
+        *nic_args(port),
         "-serial", f"file:{workdir / CONSOLE}", "-monitor", "none",
     ]
-
-
-def _host_key(workdir: Path) -> str:
-    key = workdir / "lab_host_key"
-    proc.run(["dropbearkey", "-t", "ed25519", "-f", str(key)], timeout=60)
-    public = proc.run(["dropbearkey", "-y", "-f", str(key)], timeout=60).stdout
-    line = next(x for x in public.splitlines() if x.startswith("ssh-ed25519 "))
-    return " ".join(line.split()[:2])
 
 
 @contextmanager
@@ -183,16 +155,17 @@ def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
                boot_timeout: float = 900) -> Iterator[Lab]:
     """Boot L1 and hand it over; QEMU is killed on every exit path."""
     kernel, initrd = lab_initrd()
-    # 0700: it holds L1's host key, the client key and (boot_l2) copies of key-holding initrds
+    # 0700: it holds L1's host key, the client key and copies of key-holding guest initrds
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key, public = new_run_key(workdir / "client")
     (workdir / "authorized_keys").write_text(public + "\n")
-    host_key = _host_key(workdir)
+    host_key = dropbear_host_key(workdir / "lab_host_key")  # /init has dropbear use it
     port = pick_free_port()
     argv = _qemu_argv(kernel, initrd, workdir, port, memory_mib, smp)
     with proc.background(argv, settle_s=0, output=workdir / QEMU_LOG) as qemu:
         def console() -> str:
-            return f"last lines {_last_lines(workdir / CONSOLE)!r}, log {workdir / CONSOLE}"
+            last = file_tail(workdir / CONSOLE, 3, sep=" | ")
+            return f"last lines {last!r}, log {workdir / CONSOLE}"
 
         def connect(deadline_s: float) -> GuestSession:
             return wait_for_ssh("127.0.0.1", port, user="root", key=key, host_key=host_key,
@@ -208,23 +181,9 @@ def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
 
 
 def load_kvm(lab: Lab, *, npt: bool = True) -> None:
-    """(Re)load kvm_amd in L1 with npt=1 (two-dimensional paging) or npt=0 (shadow MMU)."""
-    lab.run(["modprobe", "-r", "kvm_amd", "kvm"], timeout=300, check=False)
-    lab.run(["modprobe", "kvm_amd", f"npt={1 if npt else 0}"], timeout=300)
+    """(Re)load kvm_amd in L1 with npt=1 (two-dimensional paging) or npt=0 (shadow MMU): the
+    host's own reload (paging.load_module), its commands run inside L1 (slowly: emulated)."""
+    load_module("kvm_amd", tdp=npt, tdp_mmu=True, runner=lab.run, timeout=L1_MODPROBE_S)
 
 
 NPT = "/sys/module/kvm_amd/parameters/npt"
-
-
-def boot_l2(lab: Lab, kernel: Path, initrd: Path, *, timeout: float = 600) -> proc.Completed:
-    """A raw L2 boot under real KVM in L1 that powers off as soon as its init runs.
-
-    Kernel and initrd go through the writable share: L1's tmpfs over /tmp hides a checkout
-    (and so its image cache) that lives under the host's /tmp."""
-    for path in (kernel, initrd):
-        shutil.copy2(path, lab.workdir / f"l2-{path.name}")
-    return lab.run(["timeout", str(int(timeout)), "qemu-system-x86_64", "-machine", "q35",
-                    "-enable-kvm", "-cpu", "host", "-m", "512", "-nographic", "-no-reboot",
-                    "-kernel", f"/mnt/l2-{kernel.name}", "-initrd", f"/mnt/l2-{initrd.name}",
-                    "-append", "console=ttyS0 panic=-1 rdinit=/bin/busybox poweroff -f"],
-                   timeout=timeout + 30, check=False)

@@ -25,7 +25,8 @@ from orchestrator.guests.guest import (
     unique_name,
 )
 from orchestrator.guests.images import Image, load_image, overlay
-from orchestrator.guests.libvirt_domain import DomainSpec, default_uri
+from orchestrator.guests.libvirt_domain import default_uri
+from orchestrator.guests.spec import DomainSpec
 from orchestrator.guests.ssh import GuestSession, new_run_key, wait_for_ssh
 from orchestrator.host import accel
 from orchestrator.host.paging import paging_mode

@@ -20,7 +20,6 @@ import pytest
 
 from orchestrator.errors import HarnessError
 from orchestrator.host.host_prep import HUGEPAGES_2M, THP, conditions
-from orchestrator.host.paging import mode_switch_commands
 from orchestrator.run import recovery
 from orchestrator.store import ledger, rundir
 from tests.core.conftest import cli_env, write_suite
@@ -304,7 +303,8 @@ def test_kvm_is_reloaded_with_the_recorded_parameters(tmp_path: Path) -> None:
     said.clear()
     recovery.recover(by="test", say=said.append, runner=modprobe)  # found through the index
     assert param(sysfs, "kvm_amd", "npt") == "Y" and param(sysfs, "kvm", "tdp_mmu") == "Y"
-    assert modprobe.calls == [list(c) for c in mode_switch_commands("kvm_amd", "tdp")]
+    assert modprobe.calls == [["modprobe", "-r", "kvm_amd", "kvm"],
+                              ["modprobe", "kvm", "tdp_mmu=1"], ["modprobe", "kvm_amd", "npt=1"]]
     assert any("reloaded kvm_amd npt=1 (kvm tdp_mmu=1): paging mode tdp, verified from "
                "sysfs" in line for line in said), said
     assert not (ledger.state_dir() / run_dir.name).exists()

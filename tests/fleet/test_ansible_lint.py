@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,8 @@ def _fake_runs(results_dir: Path) -> list[str]:
     for name in ("fleet-a-20250101T000000", "fleet-b-20250102T000000"):
         run = results_dir / name
         (run / "ssh").mkdir(parents=True)
-        (run / "manifest.json").write_text(json.dumps({"status": "done", "run_id": name}))
+        (run / "manifest.json").write_text(json.dumps({"status": "done", "run_id": name,
+                                                       "suite_name": "fleet"}))
         (run / "ssh" / "ssh_key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nx\n")
         (run / "ssh" / "ssh_key").chmod(0o600)
         (run / "ssh" / "ssh_key.pub").write_text("ssh-ed25519 AAAA orchestrator-run\n")
@@ -99,9 +101,15 @@ def test_the_collect_playbook_leaves_private_keys_on_the_runner(tmp_path: Path) 
     """collect.yml for real, against this machine as a local "runner" (no SSH, no become)."""
     playbook = _tool("ansible-playbook")
     runs = _fake_runs(tmp_path / "runner-results")
+    running = tmp_path / "runner-results" / "fleet-c-20250103T000000"  # not finished: stays
+    running.mkdir()
+    (running / "manifest.json").write_text(json.dumps({"status": "running", "suite_name": "fleet",
+                                                       "run_id": running.name}))
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"children": {"runners": {"hosts": {"here": {
         "ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+        # the runner lists its runs with this checkout's orchestrator
+        "orchestrator_python": sys.executable, "orchestrator_install_dir": str(ROOT),
         "orchestrator_results_dir": str(tmp_path / "runner-results"),
         "collect_results_root": str(tmp_path / "fleet")}}}}}}))
     done = subprocess.run(
@@ -116,3 +124,4 @@ def test_the_collect_playbook_leaves_private_keys_on_the_runner(tmp_path: Path) 
     assert {f"{run}/ssh/ssh_key.pub" for run in runs} | {f"{run}/manifest.json"
                                                          for run in runs} <= files
     assert not [f for f in files if f.endswith("/ssh_key")], files
+    assert not [f for f in files if f.startswith(running.name)], files

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.guests.images import Image, build_mini
-from orchestrator.guests.libvirt_domain import DEFAULT_URI, DomainSpec, pick_free_port
+from orchestrator.guests.libvirt_domain import DEFAULT_URI
+from orchestrator.guests.spec import DomainSpec, pick_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,8 +18,8 @@ from orchestrator.errors import HarnessError
 from orchestrator.guests import qemu_direct
 from orchestrator.guests.guest import GuestTarget, booted_guest
 from orchestrator.guests.images import Image
-from orchestrator.guests.libvirt_domain import pick_free_port
 from orchestrator.guests.qemu_direct import RunningQemu, migrate_locally
+from orchestrator.guests.spec import pick_free_port
 from orchestrator.guests.ssh import new_run_key
 from orchestrator.model import Outcome
 from orchestrator.run.targets import NativeTarget

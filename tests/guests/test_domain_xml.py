@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from orchestrator.guests.libvirt_domain import METADATA_NS, QEMU_NS, DomainSpec, domain_xml
+from orchestrator.guests.libvirt_domain import METADATA_NS, QEMU_NS, domain_xml
+from orchestrator.guests.spec import DomainSpec
 
 
 def spec(**over: object) -> DomainSpec:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import HarnessError
-from orchestrator.guests.libvirt_domain import DomainSpec
 from orchestrator.guests.qemu_direct import RunningQemu, _wait_for_monitor, describe_end
+from orchestrator.guests.spec import DomainSpec
 
 
 def _child(code: str) -> subprocess.Popen[bytes]:

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator import proc
 from orchestrator.errors import HarnessError, LockHeld
-from orchestrator.host.paging import kvm_holders, mode_switch_commands, paging_mode, restore_params
+from orchestrator.host.paging import kvm_holders, paging_mode, restore_params
 from orchestrator.run.lock import run_lock
 from orchestrator.store import ledger
 
@@ -75,7 +75,9 @@ def test_switch_to_shadow_verifies_and_restores(tmp_path: Path, vendor: str, nam
         assert verified.paging_mode == "shadow"
         assert param(root, vendor, name) == "N"
     assert param(root, vendor, name) == "Y" and param(root, "kvm", "tdp_mmu") == "Y"
-    assert modprobe.calls[:3] == [list(c) for c in mode_switch_commands(vendor, "shadow")]
+    assert modprobe.calls[:3] == [["modprobe", "-r", vendor, "kvm"],
+                                  ["modprobe", "kvm", "tdp_mmu=1"],
+                                  ["modprobe", vendor, f"{name}=0"]]
 
 
 def test_tdp_legacy_uses_tdp_mmu_off(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from orchestrator.guests import images
 from orchestrator.guests.images import (
     Image,
     build_mini,
+    dropbear_host_key,
     load_from,
     overlay,
     private_dir,
@@ -28,7 +29,6 @@ from orchestrator.guests.images import (
     write_cpio,
 )
 from orchestrator.guests.ssh import new_run_key
-from orchestrator.lab.l1 import _host_key as lab_host_key
 from tests.images.conftest import User
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def test_the_run_key_and_the_lab_host_key_are_private(tmp_path: Path) -> None:
         pytest.skip("ssh-keygen or dropbearkey missing")
     with umask(0):
         key, public = new_run_key(tmp_path / "ssh")
-        lab_host_key(tmp_path)
+        dropbear_host_key(tmp_path / "lab_host_key")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and public.startswith("ssh-ed25519 ")
     assert stat.S_IMODE((tmp_path / "lab_host_key").stat().st_mode) == 0o600
 

@@ -4,8 +4,12 @@ its run directory (the real thing runs in test_lab_run.py)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
+from orchestrator import proc
+from orchestrator.lab.l1 import L1_MODPROBE_S, Lab, load_kvm
 from orchestrator.lab.run import _collect, inner_script
 from orchestrator.store import rundir
 
@@ -41,3 +45,23 @@ def test_collect_moves_the_run_and_records_the_lab(tmp_path: Path) -> None:
 def test_collect_without_a_run_directory_says_so(tmp_path: Path) -> None:
     (tmp_path / "inner.log").write_text("orchestrate: error: the mini image is not built\n")
     assert _collect(tmp_path, tmp_path / "root", {}) is None
+
+
+class RecordingLab:
+    """Lab.run's contract, recording each command L1 would run."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[list[str], float, bool]] = []
+
+    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True,
+            **_: Any) -> proc.Completed:
+        self.commands.append((list(argv), timeout, check))
+        return proc.Completed(tuple(argv), 0, "", "")
+
+
+def test_kvm_is_reloaded_in_l1_as_on_a_host_with_l1s_patience() -> None:
+    lab = RecordingLab()
+    load_kvm(cast(Lab, lab), npt=False)
+    assert lab.commands == [(["modprobe", "-r", "kvm_amd", "kvm"], L1_MODPROBE_S, False),
+                            (["modprobe", "kvm", "tdp_mmu=1"], L1_MODPROBE_S, True),
+                            (["modprobe", "kvm_amd", "npt=0"], L1_MODPROBE_S, True)]

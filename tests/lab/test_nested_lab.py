@@ -3,17 +3,33 @@ guests under real KVM in both paging modes (minutes: marked slow and e2e)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from orchestrator import proc
 from orchestrator.guests.images import Image, build_mini
-from orchestrator.lab.l1 import NPT, LabLost, boot_l2, load_kvm, nested_lab
+from orchestrator.lab.l1 import NPT, Lab, LabLost, load_kvm, nested_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
 L1_ATTEMPTS = 3
+
+
+def boot_l2(lab: Lab, kernel: Path, initrd: Path, *, timeout: float = 600) -> proc.Completed:
+    """A raw L2 boot under real KVM in L1 that powers off as soon as its init runs.
+
+    Kernel and initrd go through the writable share: L1's tmpfs over /tmp hides a checkout
+    (and so its image cache) that lives under the host's /tmp."""
+    for path in (kernel, initrd):
+        shutil.copy2(path, lab.workdir / f"l2-{path.name}")
+    return lab.run(["timeout", str(int(timeout)), "qemu-system-x86_64", "-machine", "q35",
+                    "-enable-kvm", "-cpu", "host", "-m", "512", "-nographic", "-no-reboot",
+                    "-kernel", f"/mnt/l2-{kernel.name}", "-initrd", f"/mnt/l2-{initrd.name}",
+                    "-append", "console=ttyS0 panic=-1 rdinit=/bin/busybox poweroff -f"],
+                   timeout=timeout + 30, check=False)
 
 
 def switch_and_boot(workdir: Path, image: Image) -> None:
