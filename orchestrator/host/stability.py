@@ -10,37 +10,19 @@ one way a run changes some of them, and puts them back.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-GOVERNORS = "sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
-BOOST = "sys/devices/system/cpu/cpufreq/boost"  # 1 = boost on (acpi-cpufreq, amd-pstate)
-NO_TURBO = "sys/devices/system/cpu/intel_pstate/no_turbo"  # 0 = turbo on
+from orchestrator.host.host_prep import BOOST, conditions, read_setting, selected
+
 ASLR = "proc/sys/kernel/randomize_va_space"
-THP = "sys/kernel/mm/transparent_hugepage/enabled"
 THP_DEFRAG = "sys/kernel/mm/transparent_hugepage/defrag"
 KSM = "sys/kernel/mm/ksm/run"
 NMI_WATCHDOG = "proc/sys/kernel/nmi_watchdog"
 BUSY_SHARE = 0.10  # a process using more than this share of one CPU during the sample is busy
 SAMPLE_S = 0.25
-
-
-def read_setting(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
-
-
-def bracketed(text: str | None) -> str | None:
-    """'always [madvise] never' -> 'madvise' (sysfs marks the active choice with brackets)."""
-    if text is None:
-        return None
-    match = re.search(r"\[([^\]]+)\]", text)
-    return match.group(1) if match else text
 
 
 def _cpu_ticks(root: Path) -> dict[int, tuple[str, int]]:
@@ -75,16 +57,17 @@ def busy_processes(root: Path = Path("/"), sample_s: float = SAMPLE_S,
 
 
 def settings(root: Path = Path("/")) -> dict[str, Any]:
-    """The noise-relevant settings as they are now (None where this host has no such knob)."""
-    governors = sorted({g for p in root.glob(GOVERNORS) if (g := read_setting(p))})
-    boost, no_turbo = read_setting(root / BOOST), read_setting(root / NO_TURBO)
+    """The noise-relevant settings as they are now (None where this host has no such knob);
+    governor, boost and THP as host_prep records them for every run."""
+    measured = conditions(root)
+    boost, no_turbo = (measured["boost"].get(path) for path in BOOST)
     turbo = None if boost is None and no_turbo is None else (boost == "1" or no_turbo == "0")
     return {
-        "governor": ",".join(governors) or None,
+        "governor": measured["governor"],
         "turbo": turbo,
         "aslr": read_setting(root / ASLR),
-        "thp": bracketed(read_setting(root / THP)),
-        "thp_defrag": bracketed(read_setting(root / THP_DEFRAG)),
+        "thp": measured["thp"],
+        "thp_defrag": selected(read_setting(root / THP_DEFRAG)),
         "ksm": read_setting(root / KSM),
         "nmi_watchdog": read_setting(root / NMI_WATCHDOG),
     }

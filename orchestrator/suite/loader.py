@@ -267,7 +267,7 @@ def _plain(node: Any, loc: tuple[int | str, ...], problems: list[Problem]) -> An
             if not _is_word(key):
                 problems.append(Problem((*loc, word), "a key must be a word, not a list, a "
                                         "mapping or a huge number", "keys are the names in the "
-                                        "suite reference in README.md", at_key=True, sole=True))
+                                        "suite reference, docs/suite.md", at_key=True, sole=True))
             plain[word] = _plain(value, (*loc, word), problems)
         return plain
     if isinstance(node, CommentedSeq):
@@ -394,14 +394,14 @@ def _message(error: ErrorDetails) -> str:
 def _hint(error: ErrorDetails, loc: str) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "check the spelling; `orchestrate validate --help` lists the suite keys"
+        return "check the spelling; docs/suite.md lists the suite keys"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return f"kind must be one of: {', '.join(WORKLOAD_KINDS)}"
     if kind == "missing":
-        return "add the key; see the suite reference in README.md"
+        return "add the key; see the suite reference in docs/suite.md"
     if loc.startswith("paging"):
         return f"paging modes are: {', '.join(m.value for m in RequestedMode)}"
-    return "see the suite reference in README.md"
+    return "see the suite reference in docs/suite.md"
 
 
 # ---- what a valid suite would make: checked by arithmetic, before anything is built ----------

@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.host import stability
+from orchestrator.host import host_prep, stability
 
 
 def fake_host(root: Path, **values: str) -> Path:
     files = {
         "governor": "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
         "governor1": "sys/devices/system/cpu/cpu1/cpufreq/scaling_governor",
-        "boost": stability.BOOST, "no_turbo": stability.NO_TURBO, "aslr": stability.ASLR,
-        "thp": stability.THP, "defrag": stability.THP_DEFRAG, "ksm": stability.KSM,
+        "boost": host_prep.BOOST[0], "no_turbo": host_prep.BOOST[1], "aslr": stability.ASLR,
+        "thp": host_prep.THP, "defrag": stability.THP_DEFRAG, "ksm": stability.KSM,
         "nmi": stability.NMI_WATCHDOG,
     }
     for key, text in values.items():
