@@ -89,8 +89,8 @@ def _missing_note(unmeasured: pd.DataFrame | None, workload: str, params: list[s
     if unmeasured is None or unmeasured.empty:
         return ""
     rows = unmeasured[unmeasured["workload"] == workload]
-    lines = [f"{r['paging_mode']}/{r['guest']} {_setting(r, [p for p in params if p in r])}: "
-             f"{r['reason'] or 'no ok trial'}" for _, r in rows.iterrows()]
+    lines = [f"{r['paging_requested']}/{r['guest']} {_setting(r, [p for p in params if p in r])}"
+             f": {r['reason'] or r['outcomes']}" for _, r in rows.iterrows()]
     if len(lines) > 6:
         lines = [*lines[:6], f"... and {len(lines) - 6} more (see the report's list)"]
     return "not measured: " + "; ".join(lines) if lines else ""
@@ -186,23 +186,28 @@ def _mark_break_even(ax: Axes, curves: dict[str, tuple[np.ndarray, np.ndarray]])
                                 fontsize=8, rotation=90, va="top")
 
 
-def ratio_plot(ratios: pd.DataFrame, out_dir: Path) -> Path | None:
-    cols = [c for c in ratios.columns if "/" in c]
-    if ratios.empty or not cols:
-        return None
-    data = ratios[~ratios["metric"].str.startswith(SKIP_METRICS)]
+def ratio_plot(ratios: pd.DataFrame, params: list[str], out_dir: Path) -> Path | None:
+    """Each ratio of medians (shadow/tdp, tdp/native, ...) per point, with its interval."""
+    data = ratios[~ratios["metric"].str.startswith(SKIP_METRICS)] if not ratios.empty \
+        else ratios
     if data.empty:
         return None
-    labels = [" ".join(str(v) for v in row) for row in
-              data.drop(columns=cols + ["unit"]).to_numpy()]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.5))
-    y = np.arange(len(labels))
-    for i, col in enumerate(cols):
-        ax.barh(y + i * 0.8 / len(cols), data[col], height=0.8 / len(cols), label=col)
-    ax.set_yticks(y, labels, fontsize=7)
+    labels = [f"{r['workload']} {r['metric']} {_setting(r, [p for p in params if p in r])} "
+              f"({r['guest']})" for _, r in data.iterrows()]
+    kinds = list(dict.fromkeys(data["ratio"]))
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(labels) + 1.5))
+    for name in kinds:
+        part = data["ratio"] == name
+        y = np.flatnonzero(part.to_numpy())
+        values = data.loc[part, "value"].to_numpy(float)
+        low = data.loc[part, "ci_low"].fillna(data.loc[part, "value"]).to_numpy(float)
+        high = data.loc[part, "ci_high"].fillna(data.loc[part, "value"]).to_numpy(float)
+        ax.errorbar(values, y, xerr=[values - low, high - values], fmt="o", capsize=2,
+                    label=name)
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize=7)
     ax.axvline(1, color="black", linewidth=0.8)
-    ax.set_xlabel("ratio of medians")
-    ax.legend()
+    ax.set_xlabel("ratio of medians, 95% BCa bootstrap interval")
+    ax.legend(fontsize=8)
     return _save(fig, out_dir, "mode-ratios")
 
 

@@ -2,8 +2,8 @@
 ratios, many runs as one frame.
 
 Reads tables only (never guests, libvirt or SSH). Warm-up and non-ok trials never enter a
-statistic. Intervals are deterministic (order statistics here, a seeded bootstrap in compare),
-so a report is reproducible from its tables.
+statistic. Intervals are deterministic (`intervals`: exact order statistics for a median, a
+seeded bootstrap for a ratio), so a report is reproducible from its tables.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator.analysis.intervals import median_interval, ratio_interval
 from orchestrator.store import reader
 
-BOOTSTRAP = 2000
-SEED = 20061128  # fixed: the same tables always give the same intervals
 POINT_KEYS = ["paging_mode", "accel", "guest", "workload", "kind"]
 METRIC_KEYS = ["metric", "unit"]
 NOT_METRICS = ("",)
-STATS = ["n", "median", "min", "max", "q1", "q3", "iqr", "ci_low", "ci_high"]
+# ci_low..ci_high: the median's exact order-statistic interval; ci_level: the coverage it
+# reaches (0.95 or more from 6 trials on; below that min..max and less, as computed)
+STATS = ["n", "median", "min", "max", "q1", "q3", "iqr", "ci_low", "ci_high", "ci_level"]
 TIME_UNITS = {"ns", "us", "ms", "s"}
 
 
@@ -48,31 +49,17 @@ def higher_is_worse(unit: str) -> bool | None:
     return None
 
 
-def median_ci(values: np.ndarray) -> tuple[float, float]:
-    """Distribution-free 95% CI of the median from order statistics (binomial ranks).
-
-    Exact for any distribution, cheap for any n; below 6 trials no such interval reaches 95%,
-    so the whole range is given (and flagged by n in the table)."""
-    n = len(values)
-    if n < 2:
-        return (float("nan"), float("nan"))
-    ordered = np.sort(values)
-    half = 1.96 * np.sqrt(n) / 2
-    lo = max(int(np.floor(n / 2 - half)), 0)
-    hi = min(int(np.ceil(n / 2 + half)), n - 1)
-    return float(ordered[lo]), float(ordered[hi])
-
-
 def _stats(arr: np.ndarray) -> dict[str, float]:
-    lo, hi = median_ci(arr)
+    interval = median_interval(arr)
     q1, med, q3 = np.percentile(arr, [25, 50, 75])
     return {"n": len(arr), "median": med, "min": float(arr.min()), "max": float(arr.max()),
-            "q1": q1, "q3": q3, "iqr": q3 - q1, "ci_low": lo, "ci_high": hi}
+            "q1": q1, "q3": q3, "iqr": q3 - q1, "ci_low": interval.low,
+            "ci_high": interval.high, "ci_level": interval.level}
 
 
 def summary(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
-    """One row per point and metric, of measured trials only: n, median, range, quartiles, a
-    95% CI of the median (the STATS columns)."""
+    """One row per point and metric, of measured trials only: n, median, range, quartiles, the
+    median's exact interval and the level it reaches (the STATS columns)."""
     data = measured(trials)
     keys = [k for k in POINT_KEYS + params + METRIC_KEYS if k in data.columns]
     rows = [
@@ -82,18 +69,65 @@ def summary(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, *STATS])
 
 
-def mode_ratios(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
-    """shadow/tdp and tdp/native medians for the same workload point and metric."""
-    keys = ["workload", "kind", *params, "metric", "unit"]
-    # a parameter a kind lacks is NaN: key it as "" so those rows still group (only real
-    # combinations, never the cartesian product of all parameters)
-    keyed = table.astype({p: "object" for p in params}).fillna({p: "" for p in params})
-    wide = keyed.groupby([*keys, "paging_mode"], sort=True)["median"].median().unstack()
-    out = pd.DataFrame(index=wide.index)
-    for num, den in (("shadow", "tdp"), ("tdp", "native"), ("shadow", "native")):
-        if num in wide.columns and den in wide.columns:
-            out[f"{num}/{den}"] = wide[num] / wide[den]
-    return out.dropna(how="all").reset_index()
+RATIO_COLUMNS = ["guest", "ratio", "value", "ci_low", "ci_high", "n_num", "n_den"]
+
+
+def _mode_pairs(modes: set[str]) -> list[tuple[str, str]]:
+    """shadow/tdp, and every virtualized mode over native (tcg/native says what it is)."""
+    pairs = [("shadow", "tdp")] if {"shadow", "tdp"} <= modes else []
+    if "native" in modes:
+        pairs += [(m, "native") for m in sorted(modes - {"native"})]
+    return pairs
+
+
+def mode_ratios(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """Per workload point and metric: the ratio of medians of two verified paging modes, with
+    its 95% BCa bootstrap interval, one row per guest (native rows pair with every guest)."""
+    data = measured(trials)
+    keys = [k for k in ["workload", "kind", *params, "metric", "unit"] if k in data.columns]
+    rows = []
+    for key, point in data.groupby(keys, dropna=False, sort=True):
+        values = {(str(m), str(g)): v["value"].to_numpy(float)
+                  for (m, g), v in point.groupby(["paging_mode", "guest"])}
+        where = dict(zip(keys, key, strict=True))
+        rows += [{**where, **row} for row in _ratios(values)]
+    return pd.DataFrame(rows, columns=[*keys, *RATIO_COLUMNS])
+
+
+def _ratios(values: dict[tuple[str, str], np.ndarray]) -> list[dict[str, object]]:
+    """The RATIO_COLUMNS rows of one point: each pair of modes, per guest."""
+    rows: list[dict[str, object]] = []
+    for num, den in _mode_pairs({m for m, _ in values}):
+        for (mode, guest), top in values.items():
+            bottom = next((v for (m, g), v in values.items()
+                           if m == den and (den == "native" or g == guest)), None)
+            if mode != num or bottom is None or not np.median(bottom):
+                continue
+            interval = ratio_interval(top, bottom)
+            rows.append({"guest": guest, "ratio": f"{num}/{den}",
+                         "value": float(np.median(top) / np.median(bottom)),
+                         "ci_low": interval.low, "ci_high": interval.high,
+                         "n_num": len(top), "n_den": len(bottom)})
+    return rows
+
+
+def unmeasured(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """Planned points with no measured trial: where, and why (the first reason their trials
+    gave, and their outcomes), so a figure or table can say so instead of leaving a gap."""
+    keys = [k for k in ["workload", "paging_requested", "guest", *params] if k in trials]
+    columns = [*keys, "outcomes", "reason"]
+    if trials.empty:
+        return pd.DataFrame(columns=columns)
+    ok = set(measured(trials)["cell_id"])
+    rows = []
+    for _, cell in trials[~trials["cell_id"].isin(ok)].groupby("cell_id", sort=True):
+        first = cell.iloc[0]
+        reasons = [r for r in cell["reason"].fillna("") if r]
+        outcomes = ", ".join(f"{n} {o}" for o, n in cell.drop_duplicates(["trial"])
+                             ["outcome"].value_counts().sort_index().items())
+        rows.append({**{k: first[k] for k in keys}, "outcomes": outcomes,
+                     "reason": reasons[0] if reasons else ""})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:

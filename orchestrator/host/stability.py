@@ -112,3 +112,10 @@ def warnings(found: dict[str, Any]) -> list[str]:
                       f"{p['name']} (pid {p['pid']}, {p['cpu_share']:.0%} of a CPU)"
                       for p in busy[:5]) + " (hint: measure on an idle host)"),
     ]
+
+
+def recorded(root: Path = Path("/")) -> dict[str, Any]:
+    """What a run's manifest keeps: the facts and the warnings they give (readers of the
+    manifest, such as the report, need not know the rules)."""
+    found = facts(root)
+    return {**found, "warnings": warnings(found)}

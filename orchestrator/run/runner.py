@@ -209,7 +209,7 @@ def _manifest(req: RunRequest, run_dir: Path, plan: Plan) -> dict[str, Any]:
         "git_rev": provenance.git_revision(),
         "tools": provenance.tool_versions(),
         "host": req.host_facts(),
-        "host_stability": stability.facts(),  # before any guest of ours adds to the load
+        "host_stability": stability.recorded(),  # before any guest of ours adds to the load
         "started_at": _now(),
         "status": "running",
         "plan": plan.counts(),
