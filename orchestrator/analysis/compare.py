@@ -7,12 +7,17 @@ both sides gets statistics; one that ran ok in the base and not in the new run (
 missing) is `lost`, a failure like a regression; one only in the new run is `new`.
 
 A change is flagged only when all of these hold:
-- significant after controlling the false-discovery rate over every cell tested (two-sided
-  Mann-Whitney p-values, Benjamini-Hochberg q < 0.05);
+- significant after controlling the false-discovery rate over every cell tested
+  (Benjamini-Hochberg q < 0.05). The p-value asks the question that matters: is the new run's
+  median one this host produces anyway? When the results directory holds at least three
+  earlier finished runs of the suite on this host, it is a run-level test against their
+  medians (`noise.History`: Student t on log medians; trials within a run agree more closely
+  than runs do, so a trial-level test would call every between-run shift significant);
+  otherwise a two-sided Mann-Whitney test on the two runs' trials (`p_basis` says which);
 - the 95% BCa bootstrap interval of the ratio of medians (new/base) excludes 1;
-- larger than `--threshold` and than this host's run-to-run noise for the cell (3 robust
-  standard deviations of the medians of earlier runs of the suite on this host, when at least
-  three exist under the results directory).
+- larger than `--threshold`.
+`noise` shows the host's run-to-run noise: the relative half-width of a 99% prediction
+interval for a run's median from that history.
 Times (ns..s) are worse higher, rates (pages/s, ...) worse lower; counts and other units are
 `changed`, never a regression; counters that are zero on both sides are `no signal`.
 Exit 0: nothing worse; 4: a regression or a lost cell; 2: the runs are not comparable.
@@ -40,7 +45,6 @@ log = logging.getLogger(__name__)
 
 ALPHA = 0.05
 MIN_TRIALS = 3
-NOISE_SIGMAS = 3.0
 SCHEMA = "orchestrate.compare/1"
 TESTED = ("regression", "improvement", "unchanged", "changed")
 WORSE = ("regression", "lost")
@@ -63,14 +67,20 @@ class Change:
     ci_low: float
     ci_high: float
     p_value: float
+    p_basis: str  # "runs (n=9)": against this host's earlier runs; "trials": Mann-Whitney
     q_value: float  # Benjamini-Hochberg over every cell tested in this comparison
-    noise: float  # this host's relative run-to-run noise for the cell; NaN when unknown
+    noise: float  # this host's run-to-run noise: a 99% prediction half-width; NaN: no history
     verdict: str  # regression | improvement | unchanged | changed | no signal | too few trials
-    #               | lost | new
+    #               | no ratio (base median 0) | lost | new
 
 
 def _describe(row: pd.Series, params: list[str]) -> str:
-    return " ".join(f"{p}={row[p]}" for p in params if p in row and pd.notna(row[p]))
+    return " ".join(f"{p}={_value(row[p])}" for p in params if p in row and pd.notna(row[p]))
+
+
+def _value(value: object) -> object:
+    """12.0 -> 12: an integer parameter in a column widened to float by another kind."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _blank(rows: pd.DataFrame, params: list[str], verdict: str, base_n: int = 0,
@@ -79,22 +89,29 @@ def _blank(rows: pd.DataFrame, params: list[str], verdict: str, base_n: int = 0,
     nan = float("nan")
     return Change(str(first["cell_id"]), str(first["paging_mode"]), str(first["guest"]),
                   str(first["workload"]), str(first["metric"]), str(first["unit"]),
-                  _describe(first, params), base_n, new_n, nan, nan, nan, nan, nan, nan, nan,
-                  nan, verdict)
+                  _describe(first, params), base_n, new_n, nan, nan, nan, nan, nan, nan, "",
+                  nan, nan, verdict)
 
 
-def _tested(bv: np.ndarray, nv: np.ndarray, rows: pd.DataFrame, params: list[str]) -> Change:
+def _tested(bv: np.ndarray, nv: np.ndarray, rows: pd.DataFrame, params: list[str],
+            history: noise.History | None) -> Change:
     from scipy.stats import mannwhitneyu  # slow to import: only when comparing
 
     change = _blank(rows, params, "unchanged", len(bv), len(nv))
     bm, nm = float(np.median(bv)), float(np.median(nv))
     interval = ratio_interval(nv, bv)
-    p = float(mannwhitneyu(bv, nv, alternative="two-sided").pvalue)
+    if history is not None:
+        p, basis = history.p_value(nm), f"runs (n={len(history.medians)})"
+        spread = history.halfwidth()
+    else:
+        p, basis = float(mannwhitneyu(bv, nv, alternative="two-sided").pvalue), "trials"
+        spread = float("nan")
     return replace(change, base_median=bm, new_median=nm, ratio=nm / bm, ci_low=interval.low,
-                   ci_high=interval.high, p_value=p)
+                   ci_high=interval.high, p_value=p, p_basis=basis, noise=spread)
 
 
-def _cell(base: pd.DataFrame, new: pd.DataFrame, params: list[str]) -> Change:
+def _cell(base: pd.DataFrame, new: pd.DataFrame, params: list[str],
+          history: noise.History | None) -> Change:
     """One (cell, metric): tested, or why it cannot be."""
     bv = base["value"].to_numpy(float) if not base.empty else np.array([])
     nv = new["value"].to_numpy(float) if not new.empty else np.array([])
@@ -105,9 +122,11 @@ def _cell(base: pd.DataFrame, new: pd.DataFrame, params: list[str]) -> Change:
         return _blank(rows, params, "lost", len(bv), 0)
     if not np.any(bv) and not np.any(nv):
         return _blank(rows, params, "no signal", len(bv), len(nv))
-    if min(len(bv), len(nv)) < MIN_TRIALS or np.median(bv) == 0:
+    if min(len(bv), len(nv)) < MIN_TRIALS:
         return _blank(rows, params, "too few trials", len(bv), len(nv))
-    return _tested(bv, nv, rows, params)
+    if np.median(bv) == 0:  # a counter mostly at zero: no ratio to speak of
+        return _blank(rows, params, "no ratio", len(bv), len(nv))
+    return _tested(bv, nv, rows, params, history)
 
 
 def _identities(trials: pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +137,7 @@ def _identities(trials: pd.DataFrame) -> pd.DataFrame:
 
 def compare_tables(base: pd.DataFrame, new: pd.DataFrame, params: list[str],
                    threshold: float = 0.05,
-                   noise_by_cell: dict[tuple[str, str], float] | None = None) -> list[Change]:
+                   history: dict[tuple[str, str], noise.History] | None = None) -> list[Change]:
     b, n = measured(base), measured(new)
     keys = pd.concat([_identities(base)[["cell_id", "metric"]],
                       _identities(new)[["cell_id", "metric"]]]).drop_duplicates()
@@ -131,12 +150,11 @@ def compare_tables(base: pd.DataFrame, new: pd.DataFrame, params: list[str],
         base_rows, new_rows = b_groups.get(key, empty), n_groups.get(key, empty)
         if base_rows.empty and new_rows.empty:
             continue  # never measured on either side (a skipped or failed cell both times)
-        changes.append(_cell(base_rows, new_rows, params))
-    return judge(changes, threshold, noise_by_cell or {})
+        changes.append(_cell(base_rows, new_rows, params, (history or {}).get(key)))
+    return judge(changes, threshold)
 
 
-def judge(changes: list[Change], threshold: float,
-          noise_by_cell: dict[tuple[str, str], float]) -> list[Change]:
+def judge(changes: list[Change], threshold: float) -> list[Change]:
     """q-values over the tested cells, then each tested cell's verdict."""
     from scipy.stats import false_discovery_control
 
@@ -146,17 +164,14 @@ def judge(changes: list[Change], threshold: float,
     q = false_discovery_control([changes[i].p_value for i in tested], method="bh")
     out = list(changes)
     for i, q_value in zip(tested, q, strict=True):
-        c = out[i]
-        relative_noise = noise_by_cell.get((c.cell_id, c.metric), float("nan"))
-        c = replace(c, q_value=float(q_value), noise=relative_noise)
+        c = replace(out[i], q_value=float(q_value))
         out[i] = replace(c, verdict=_verdict(c, threshold))
     return out
 
 
 def _verdict(c: Change, threshold: float) -> str:
-    floor = max(threshold, NOISE_SIGMAS * c.noise if np.isfinite(c.noise) else 0.0)
     excludes_one = c.ci_low > 1 or c.ci_high < 1
-    if not (c.q_value < ALPHA and excludes_one and abs(c.ratio - 1) > floor):
+    if not (c.q_value < ALPHA and excludes_one and abs(c.ratio - 1) > threshold):
         return "unchanged"
     worse = higher_is_worse(c.unit)
     if worse is None:
@@ -216,8 +231,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     found = _checked_differences(args, base, new)
     params = sorted(set(base.manifest.get("param_columns", {}))
                     | set(new.manifest.get("param_columns", {})))
-    noise_by_cell = noise.host_noise(root, base.manifest, exclude={new.manifest["run_id"]})
-    changes = compare_tables(base.trials, new.trials, params, args.threshold, noise_by_cell)
+    history = noise.host_history(root, base.manifest, exclude={new.manifest["run_id"]})
+    changes = compare_tables(base.trials, new.trials, params, args.threshold, history)
     worse = [c for c in changes if c.verdict in WORSE]
     if args.json:
         print_json({"schema": SCHEMA, "base": base.manifest["run_id"],
@@ -235,13 +250,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _print(changes: list[Change], base: str, new: str,
            found: list[compatibility.Difference], allowed: list[str]) -> None:
     tested = [c for c in changes if c.verdict in TESTED]
+    runs = next((c.p_basis for c in tested if c.p_basis.startswith("runs")), "")
+    basis = (f"tested against this host's earlier runs, {runs}" if runs else
+             "no history of this suite on this host: trial-level tests only")
     print(f"compare {base} -> {new}: {len(changes)} cell metrics, {len(tested)} tested "
-          f"(Benjamini-Hochberg q < {ALPHA}, 95% BCa interval of the ratio of medians)")
+          f"(Benjamini-Hochberg q < {ALPHA}, 95% BCa interval of the ratio of medians; "
+          f"{basis})")
     for d in found:
         judged = "the change being judged" if d.key in allowed else "DIFFERS (--force)"
         print(f"  {judged}: {d.text}")
     for c in changes:
-        if c.verdict in ("unchanged", "no signal"):
+        if c.verdict in ("unchanged", "no signal", "no ratio"):
             continue
         print("  " + _line(c))
     _power_note(tested)
@@ -254,14 +273,15 @@ def _line(c: Change) -> str:
     where = f"{c.paging_mode}/{c.guest} {c.workload} {c.params} {c.metric}".replace("  ", " ")
     if c.verdict in ("lost", "new", "too few trials"):
         return f"{c.verdict:12} {where} (trials measured: base {c.base_n}, new {c.new_n})"
-    noise_text = f", host noise {c.noise:.1%}" if np.isfinite(c.noise) else ""
+    noise_text = f", host noise +-{c.noise:.1%}" if np.isfinite(c.noise) else ""
     return (f"{c.verdict:12} {where}: {c.base_median:.4g} -> {c.new_median:.4g} {c.unit} "
-            f"(x{c.ratio:.3f}, 95% CI {c.ci_low:.3f}..{c.ci_high:.3f}, p={c.p_value:.2g}, "
-            f"q={c.q_value:.2g}{noise_text})")
+            f"(x{c.ratio:.3f}, 95% CI {c.ci_low:.3f}..{c.ci_high:.3f}, p={c.p_value:.2g} "
+            f"vs {c.p_basis}, q={c.q_value:.2g}{noise_text})")
 
 
 def _power_note(tested: list[Change]) -> None:
     """Say when the trial counts make a single cell's change undetectable after the FDR."""
+    tested = [c for c in tested if c.p_basis == "trials"]  # run-level tests have their own n
     if not tested:
         return
     n_base = min(c.base_n for c in tested)

@@ -30,7 +30,7 @@ def test_which_way_is_worse_comes_from_the_unit(unit: str, worse: bool | None) -
 def test_compare_and_history_agree_on_what_a_regression_is(unit: str, ratio: float) -> None:
     step = Step("c", "m", unit, "n05", before=100.0, after=100.0 * ratio)
     change = Change("c", "tdp", "g", "w", "m", unit, "", 12, 12, 100.0, 100.0 * ratio, ratio,
-                    ratio - 0.05, ratio + 0.05, p_value=0.001, q_value=0.001,
+                    ratio - 0.05, ratio + 0.05, p_value=0.001, p_basis="trials", q_value=0.001,
                     noise=float("nan"), verdict="")
     compared = _verdict(change, threshold=0.05)
     assert is_regression(step) == (compared == "regression")
