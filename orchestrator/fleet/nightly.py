@@ -378,7 +378,10 @@ def _compare(cfg: Settings, log: NightlyLog, prev: Path | None, new: Path | None
     if prev is None:
         log.say(f"no earlier good run of {cfg.suite_name}: nothing to compare with")
         return None
-    argv = orchestrate_argv("compare", str(prev), str(new), "--threshold", str(cfg.threshold))
+    # --force: a runner whose kernel or QEMU was updated overnight is still compared; compare
+    # names every such difference in the log, and the step it causes is a real one
+    argv = orchestrate_argv("compare", str(prev), str(new), "--threshold", str(cfg.threshold),
+                            "--force", "--results-dir", str(cfg.root))
     done = run_child(argv, log, "compare", deadline=time.monotonic() + COMPARE_TIMEOUT_S,
                      grace_s=10.0)
     verdict = {0: "no regression", 4: "REGRESSION"}.get(done.returncode, "compare failed")
