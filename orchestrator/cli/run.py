@@ -49,43 +49,45 @@ def add_parser(sub: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings: Settings = args.settings  # read once by the front door (cli/entry.py)
+    # absolute once, here: libvirtd and the guests' QEMU open paths under it from their own
+    # working directories (a relative ./results lost every guest trial once)
+    root = (args.results_dir or settings.results).resolve()
     existing: Path | None = args.resume or args.rerun_failed
     if existing is not None:
-        run_dir = existing_run(existing, args.results_dir, settings)
+        run_dir = existing_run(existing, root, explicit=args.results_dir is not None)
         loaded = _suite_for_existing(args.suite, run_dir, settings)
         req = _request(loaded, run_dir.parent, args, settings)
         with run_lock(what=f"resume {run_dir.name}", settings=settings):
             outcome = runner.resume_run(req, run_dir,
                                         only_failed=args.rerun_failed is not None)
     else:
-        loaded = _suite_for_new(args, settings)
-        req = _request(loaded, args.results_dir or settings.results, args, settings)
+        loaded = _suite_for_new(args, settings, root)
+        req = _request(loaded, root, args, settings)
         with run_lock(what=f"suite {loaded.suite.name}", settings=settings):
             outcome = runner.start_run(req)
     _print_summary(outcome)
     return outcome.exit_code
 
 
-def existing_run(run: Path, results_dir: Path | None, settings: Settings) -> Path:
+def existing_run(run: Path, root: Path, *, explicit: bool) -> Path:
     """The run that --resume/--rerun-failed continue: a path, or a name (`latest` too) under
-    --results-dir (default ./results or $ORCH_RESULTS). A run outside an explicitly given
-    --results-dir is refused: it would silently write somewhere else than asked."""
-    root = (results_dir or settings.results).resolve()
+    the results root (--results-dir, default ./results or $ORCH_RESULTS). A run outside an
+    explicitly given --results-dir is refused: it would silently write somewhere else than
+    asked."""
     run_dir = resolve_run(run, root)
-    if results_dir is not None and run_dir.parent != root:
-        raise BadInput(f"{run} is not a run under --results-dir {results_dir} "
+    if explicit and run_dir.parent != root:
+        raise BadInput(f"{run} is not a run under --results-dir {root} "
                        f"(it is in {run_dir.parent})",
                        hint="name the run as it is under --results-dir, or leave --results-dir "
                             "out: a resumed run stays in its own directory")
     return run_dir
 
 
-def _suite_for_new(args: argparse.Namespace, settings: Settings) -> LoadedSuite:
+def _suite_for_new(args: argparse.Namespace, settings: Settings, root: Path) -> LoadedSuite:
     if args.replay is not None:
         if args.suite is not None:
             raise BadInput("give either a suite or --replay RUN_DIR, not both",
                            hint="--replay takes the suite stored in the run's manifest")
-        root = (args.results_dir or settings.results).resolve()
         return runner.suite_of_run(resolve_run(args.replay, root), settings)
     if args.suite is None:
         print(f"no suite given: running the embedded default suite ({DEFAULT_SUITE})")
