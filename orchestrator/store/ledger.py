@@ -101,16 +101,24 @@ def short_argv(argv: Sequence[str]) -> str:
 def trusted(path: Path) -> str:
     """'' if a file we are about to act on as root was written by us alone, else why not: a
     ledger names processes to kill and files to write, so nobody else may have written one."""
+    return _ours_alone(path, directory=False, closed=0o022, we_make="")
+
+
+def _ours_alone(path: Path, *, directory: bool, closed: int, we_make: str) -> str:
+    """'' if path (not followed if a link) is a regular file or directory, as asked, owned by
+    us, with none of the `closed` mode bits set; else why not, in a few words."""
     try:
         st = os.lstat(path)
     except OSError as exc:
         return exc.strerror or "unreadable"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
+    if not (stat.S_ISDIR if directory else stat.S_ISREG)(st.st_mode):
+        return "not a directory" if directory else "not a regular file"
     if st.st_uid != os.geteuid():
         return f"owned by uid {st.st_uid}, not by us"
-    if stat.S_IMODE(st.st_mode) & 0o022:
-        return f"writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & closed:
+        what = "open to others" if directory else "writable by others"
+        return f"{what} (mode {mode:04o}{we_make})"
     return ""
 
 
@@ -258,17 +266,7 @@ def state_dir(index: Path | None = None) -> Path:
 
 def index_problem(directory: Path) -> str:
     """'' if the index directory is ours alone (it tells a root process what to act on)."""
-    try:
-        st = os.lstat(directory)
-    except OSError as exc:
-        return exc.strerror or "unreadable"
-    if not stat.S_ISDIR(st.st_mode):
-        return "not a directory"
-    if st.st_uid != os.geteuid():
-        return f"owned by uid {st.st_uid}, not by us"
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        return f"open to others (mode {stat.S_IMODE(st.st_mode):04o}, we make it 0700)"
-    return ""
+    return _ours_alone(directory, directory=True, closed=0o077, we_make=", we make it 0700")
 
 
 def _index(index: Path | None) -> Path:
