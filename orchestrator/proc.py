@@ -23,6 +23,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,14 +88,34 @@ def watching(watcher: ChildWatcher) -> Iterator[None]:
         _watcher = previous
 
 
+class _Interrupts:
+    """An interrupt (SIGTERM, Ctrl-C) that arrives while the main thread forks is held until
+    the fork is done: raised inside the interpreter's at-fork hooks (logging's lock release)
+    it would be printed as "Exception ignored" and lost, and the run would go on."""
+
+    forking = False
+    held: int | None = None
+
+
 def spawn(argv: Sequence[str], *, death_signal: int = signal.SIGKILL,
           **popen: Any) -> subprocess.Popen[Any]:
     """subprocess.Popen in a new session, with `death_signal` when this thread dies, told to
-    the watcher. Call `reaped(child)` once it has been waited for."""
+    the watcher. Call `reaped(child)` once it has been waited for. An interrupt during the
+    fork kills the new child and is raised once the fork is done."""
     argv = [str(a) for a in argv]
-    child: subprocess.Popen[Any] = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-        argv, start_new_session=True, preexec_fn=partial(_die_with, os.getpid(), death_signal),
-        **popen)
+    main = threading.current_thread() is threading.main_thread()
+    _Interrupts.forking = main
+    try:
+        child: subprocess.Popen[Any] = subprocess.Popen(  # noqa: S603 - argv, never a shell
+            argv, start_new_session=True,
+            preexec_fn=partial(_die_with, os.getpid(), death_signal), **popen)
+    finally:
+        _Interrupts.forking = False
+    if main and _Interrupts.held is not None:
+        signum, _Interrupts.held = _Interrupts.held, None
+        kill_group(child)
+        child.wait()
+        raise KeyboardInterrupt(f"signal {signum}")
     watcher = _watcher
     if watcher is not None:
         try:
@@ -116,14 +137,18 @@ def reaped(child: subprocess.Popen[Any]) -> None:
 
 
 def interrupt_on_sigterm() -> None:
-    """From now on SIGTERM (a deadline, a service stop, `kill`) is Ctrl-C: the main thread
-    gets a KeyboardInterrupt."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    """From now on SIGTERM (a deadline, a service stop, `kill`) is Ctrl-C, and either is a
+    KeyboardInterrupt in the main thread that no fork can swallow (see `spawn`)."""
+    signal.signal(signal.SIGTERM, _on_interrupt)
+    signal.signal(signal.SIGINT, _on_interrupt)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
     # KeyboardInterrupt, not an Exception: nothing on the way up may swallow it, and every
     # ExitStack unwinds exactly as for Ctrl-C (guests destroyed, host mode restored).
+    if _Interrupts.forking:
+        _Interrupts.held = signum
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 
