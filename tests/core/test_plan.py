@@ -36,7 +36,7 @@ def expected_trials(suite: Suite) -> int:
         guests = 1 if mode is RequestedMode.NATIVE else len(suite.guests)
         for w in suite.workloads:
             points = len(w.params.pages) * len(w.params.ptes_per_table)  # type: ignore[attr-defined]
-            total += guests * points * (w.trials + w.warmup)
+            total += guests * points * (w.max_trials + w.warmup)
     return total
 
 
