@@ -61,6 +61,14 @@ class Point:
     def param_dict(self) -> dict[str, Scalar]:
         return dict(self.params)
 
+    def trials_text(self) -> str:
+        """'10 trials', or 'up to 20 trials (stop when fork_us is known to +-2%, after 10)'."""
+        if self.precision is None:
+            return f"{self.trials} trials"
+        target = self.precision
+        return (f"up to {target.max} trials (stop when {target.metric} is known to "
+                f"+-{target.halfwidth:.1%}, after {target.min})").replace(".0%", "%")
+
 
 @dataclass(frozen=True, slots=True)
 class Cell:

@@ -190,5 +190,8 @@ def test_a_precision_target_plans_its_max_and_keeps_cell_ids() -> None:
     assert "points_with_precision_target" not in counted.counts()
     assert plan_json(targeted)["precision_targets"] == {
         "f": {"min": 5, "max": 20, "ci_halfwidth": 0.02, "metric": "fork_us"}}
-    named = make_plan(suite({"min": 5, "max": 20, "ci_halfwidth": 0.05, "metric": "cow_us"}))
-    assert next(iter(named.points)).precision == Precision(5, 20, 0.05, "cow_us")
+    named = make_plan(suite({"min": 5, "max": 20, "ci_halfwidth": 0.025, "metric": "cow_us"}))
+    assert next(iter(named.points)).precision == Precision(5, 20, 0.025, "cow_us")
+    assert next(iter(named.points)).trials_text() == (
+        "up to 20 trials (stop when cow_us is known to +-2.5%, after 5)")
+    assert next(iter(counted.points)).trials_text() == "10 trials"
