@@ -5,6 +5,7 @@ it and records the rest as skipped; a resumed run goes on from the journal's val
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from orchestrator.run.execute import Executor, Progress, Selection
 from orchestrator.run.targets import ModeState
 from orchestrator.store import rundir
 from orchestrator.store.journal import Journal, latest_attempts, read_journal
+from orchestrator.suite.kinds import KINDS
 from orchestrator.suite.loader import parse_suite
 from orchestrator.suite.plan import make_plan
 from orchestrator.suite.schema import RequestedMode
@@ -177,3 +179,10 @@ def test_the_relative_halfwidth_is_the_exact_intervals() -> None:
     assert relative_halfwidth([10.0] * 5) is None  # 5 values reach 93.75 %, not 95 %
     assert relative_halfwidth([9.0, 10, 10, 10, 10, 11]) == pytest.approx(0.1)
     assert relative_halfwidth([0.0] * 8) is None  # no relative width around a zero median
+
+
+def test_every_kinds_primary_metric_is_documented() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "suite.md").read_text()
+    section = " ".join(text[text.index("### Precision targets"):].split())
+    for kind in KINDS.values():  # e.g. "`fork_us` (fork-dirty, hugepage)"
+        assert re.search(rf"`{kind.primary_metric}` \([^)]*\b{kind.name}\b", section), kind.name
