@@ -214,8 +214,7 @@ def _trials_form(value: Any) -> str:
 
 
 # A count of trials, or a precision target (a mapping); each form reports its own errors only.
-Trials = Annotated[Union[Annotated[PosInt, Tag("count")],  # noqa: UP007 - pydantic's tagged union
-                         Annotated[PrecisionTarget, Tag("target")]],
+Trials = Annotated[Annotated[PosInt, Tag("count")] | Annotated[PrecisionTarget, Tag("target")],
                    Discriminator(_trials_form)]
 
 
