@@ -1,10 +1,9 @@
 """Confidence intervals that say what they are: the median's exact order-statistic interval,
 and a bootstrap interval for a ratio of two medians.
 
-The median's interval is distribution-free: the number of trials below the true median is
-Binomial(n, 1/2), so the k-th smallest and k-th largest trials cover it with probability
-1 - 2 P(B <= k-1), exactly. Below 6 trials no pair of ranks reaches 95 %; the widest pair
-(min..max) is then given with the level it does reach (93.75 % at n = 5), never a rounded claim.
+The median's interval is distribution-free; its ranks come from `orchestrator.median` (shared
+with the executor's precision targets). Below 6 trials no pair of ranks reaches 95 %; the widest
+pair (min..max) is then given with the level it does reach, never a rounded claim.
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-LEVEL = 0.95
+from orchestrator.median import LEVEL, coverage
+from orchestrator.median import median_ranks as median_ranks  # re-exported: part of this API
+
 RESAMPLES = 2000
 SEED = 20061128  # fixed: the same tables always give the same intervals
 MEDIAN_METHOD = "exact binomial order-statistic interval of the median"
@@ -38,24 +39,10 @@ class Interval:
             f" {self.method}"
 
 
-def _coverage(n: int, k: int) -> float:
-    """Coverage of the interval from the k-th smallest to the k-th largest of n (k >= 1)."""
-    return float(1 - 2 * stats.binom.cdf(k - 1, n, 0.5))
-
-
-def median_ranks(n: int, level: float = LEVEL) -> tuple[int, int, float]:
-    """0-based ranks (lo, hi) of the shortest symmetric exact interval reaching `level`, and
-    the coverage it achieves; (0, n-1, its coverage) when none reaches it."""
-    k = 1
-    while 2 * (k + 1) <= n + 1 and _coverage(n, k + 1) >= level:
-        k += 1
-    return k - 1, n - k, _coverage(n, k)
-
-
 def trials_needed(level: float = LEVEL) -> int:
     """The smallest n whose min..max interval of the median reaches `level` (6 for 95 %)."""
     n = 2
-    while _coverage(n, 1) < level:
+    while coverage(n, 1) < level:
         n += 1
     return n
 

@@ -115,7 +115,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for point in group.points:
             params = " ".join(f"{k}={v}" for k, v in point.params)
             print(f"  {point.workload} ({point.kind}) {params}: "
-                  f"{point.warmup} warm-up + {point.trials} trials  [{point.cell_id}]")
+                  f"{point.warmup} warm-up + {point.trials_text()}  [{point.cell_id}]")
     counts = plan.counts()
     print(f"{counts['mode_switches']} mode switches, {counts['boots']} guest boots, "
           f"{counts['points']} points, {counts['trials']} trials "

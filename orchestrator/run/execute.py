@@ -2,21 +2,25 @@
 
 Every resource is entered on one ExitStack per level, so an exception, Ctrl-C or SIGTERM
 (turned into an exception by the CLI) unwinds guests first, then the paging mode. Each trial's
-record is appended to the journal the moment it ends.
+record is appended to the journal the moment it ends. A guest's trials run in the plan's order
+(contiguous or interleaved); a point with a precision target stops once it is met
+(precision.py), its remaining trials recorded as skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.model import EventCount, Outcome, TrialRecord
 from orchestrator.proc import CommandError
+from orchestrator.run.precision import PrecisionTargets
 from orchestrator.run.targets import Backend, ModeState, Target
 from orchestrator.store.journal import Journal
 from orchestrator.suite.kinds import KINDS
@@ -82,6 +86,8 @@ class Selection:
     skip: set[tuple[str, int]] = field(default_factory=set)
     only: set[tuple[str, int]] | None = None
     attempts: dict[tuple[str, int], int] = field(default_factory=dict)
+    # the journal's latest attempts (resume, rerun): precision targets go on from their values
+    recorded: Mapping[tuple[str, int], Mapping[str, Any]] = field(default_factory=dict)
 
     def wants(self, cell: Cell) -> bool:
         if cell.key in self.skip:
@@ -101,6 +107,10 @@ class Executor:
     progress: Progress
     selection: Selection = field(default_factory=Selection)
     tracer: Tracer = no_tracing
+    targets: PrecisionTargets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.targets = PrecisionTargets.resumed(self.plan, self.selection.recorded)
 
     def run(self) -> None:
         self.progress.start(sum(1 for c in self.plan.cells() if self.selection.wants(c)))
@@ -129,7 +139,8 @@ class Executor:
         L2 under nested emulation has been seen to) is replaced by a freshly booted one for
         the trials still to run, at most MAX_REPLACEMENTS times; the trial it was lost in is
         one of them if the suite allows lost_guest_retries."""
-        pending = [c for p in group.points for c in cells_of(p) if self.selection.wants(c)]
+        pending = [c for c in self.plan.group_cells(group) if self.selection.wants(c)]
+        pending = self._without_finished(pending, state)  # a resumed run's met targets
         retried: dict[tuple[str, int], int] = {}
         replacements = 0
         while pending:
@@ -141,17 +152,7 @@ class Executor:
                                        f"{exc.one_line()}")
                     self._record_cells(pending, state, Outcome.ERROR, exc.one_line())
                     return
-                while pending:
-                    cell = pending.pop(0)
-                    record = self._run_trial(state, target, cell, replacements)
-                    self._record(record)
-                    if record.outcome is Outcome.ERROR and not _answers(target):
-                        if retried.get(cell.key, 0) < self.suite.lost_guest_retries:
-                            retried[cell.key] = retried.get(cell.key, 0) + 1
-                            # recorded as this attempt: it runs again as the next one
-                            self.selection.attempts[cell.key] = record.attempt
-                            pending.insert(0, cell)
-                        break
+                pending = self._run_cells(state, target, pending, retried, replacements)
             if not pending:
                 return
             replacements += 1
@@ -167,6 +168,35 @@ class Executor:
             self.progress.note(f"guest {group.guest} ({state.verified}) stopped answering; "
                                f"booting a fresh one for its {len(pending)} remaining "
                                f"trials{again}")
+
+    def _run_cells(self, state: ModeState, target: Target, pending: list[Cell],
+                   retried: dict[tuple[str, int], int], replacements: int) -> list[Cell]:
+        """Runs pending cells in one guest until none is left or the guest stops answering;
+        returns the cells still to run."""
+        while pending:
+            cell = pending.pop(0)
+            record = self.targets.judge(cell, self._run_trial(state, target, cell,
+                                                              replacements))
+            self._record(record)
+            if record.info.get("stopped") == "precision":
+                pending = self._without_finished(pending, state)
+            if record.outcome is Outcome.ERROR and not _answers(target):
+                if retried.get(cell.key, 0) < self.suite.lost_guest_retries:
+                    retried[cell.key] = retried.get(cell.key, 0) + 1
+                    # recorded as this attempt: it runs again as the next one
+                    self.selection.attempts[cell.key] = record.attempt
+                    pending.insert(0, cell)
+                break
+        return pending
+
+    def _without_finished(self, pending: list[Cell], state: ModeState) -> list[Cell]:
+        """The pending cells of points whose precision target is met are recorded as skipped,
+        with why; the others are returned, in order."""
+        finished = self.targets.finished
+        for cell in pending:
+            if cell.point.cell_id in finished:
+                self._record_cells([cell], state, Outcome.SKIPPED, finished[cell.point.cell_id])
+        return [c for c in pending if c.point.cell_id not in finished]
 
     def _run_trial(self, state: ModeState, target: Target, cell: Cell,
                    replacements: int) -> TrialRecord:
@@ -219,7 +249,7 @@ class Executor:
     def _record_all(self, group: GuestGroup, state: ModeState | None, outcome: Outcome,
                     reason: str) -> None:
         """Every wanted trial of a group that could not run gets a row saying why."""
-        cells = [c for p in group.points for c in cells_of(p) if self.selection.wants(c)]
+        cells = [c for c in self.plan.group_cells(group) if self.selection.wants(c)]
         self._record_cells(cells, state or ModeState(group.mode, "unavailable", "none", {}),
                            outcome, reason)
 

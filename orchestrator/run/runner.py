@@ -92,9 +92,9 @@ def resume_run(req: RunRequest, run_dir: Path, *, only_failed: bool) -> RunOutco
     attempts = {key: rec["attempt"] for key, rec in last.items()}
     if only_failed:
         bad = {k for k, r in last.items() if r["outcome"] in (Outcome.FAILED, Outcome.ERROR)}
-        selection = Selection(only=bad, attempts=attempts)
+        selection = Selection(only=bad, attempts=attempts, recorded=last)
     else:
-        selection = Selection(skip=set(last), attempts=attempts)
+        selection = Selection(skip=set(last), attempts=attempts, recorded=last)
     resumed = {"at": _now(), "argv": list(req.argv), "only_failed": only_failed}
     with ledger.recording(run_dir, req.settings.state_dir):
         rundir.RunDir(run_dir).update_manifest(

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from orchestrator.suite.units import parse_duration, parse_size
+from orchestrator.suite.units import parse_duration, parse_fraction, parse_size
 
 T = TypeVar("T")
 
@@ -38,5 +38,6 @@ def nonempty_distinct(values: tuple[T, ...]) -> tuple[T, ...]:
 Sweep = Annotated[tuple[T, ...], BeforeValidator(_as_list), AfterValidator(nonempty_distinct)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Fraction = Annotated[float, BeforeValidator(parse_fraction)]  # 2% or 0.02
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]

@@ -121,6 +121,9 @@ class Kind:
     # the guest-workloads program it runs (guest-workloads/Makefile builds it); None: an
     # outside tool, whose argv and parser workloads/adapters.py holds (TOOLS)
     binary: str | None
+    # the metric a precision target (`trials: {ci_halfwidth: ...}`) watches unless the
+    # workload names another: the one its question is about
+    primary_metric: str
     # the host drives the trial (QMP, migration) around the program, started detached: there
     # is no single guest process to run or to count events around (workloads/dirty.DRIVERS)
     host_assisted: bool = False
@@ -130,17 +133,18 @@ class Kind:
 
 # Suite order: what `kind must be one of` lists.
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("fork-dirty", ForkDirtyParams, "fork-dirty"),
-    Kind("mprotect", MprotectParams, "mprotect"),
-    Kind("hugepage", HugepageParams, "hugepage",
+    Kind("fork-dirty", ForkDirtyParams, "fork-dirty", "fork_us"),
+    Kind("mprotect", MprotectParams, "mprotect", "mprotect_ro_ns"),
+    Kind("hugepage", HugepageParams, "hugepage", "fork_us",
          guest_events=("vmstat:thp_fault_alloc", "vmstat:thp_fault_fallback",
                        "vmstat:thp_split_page", "vmstat:htlb_buddy_alloc_success")),
-    Kind("fault", FaultParams, "fault", guest_events=("vmstat:pgfault", "vmstat:pgmajfault")),
-    Kind("dirtier", DirtierParams, "dirtier"),
-    Kind("noop", NoopParams, "noop"),
-    Kind("stress-ng", StressNgParams, None),
-    Kind("dirty-log", DirtyLogParams, "dirtier", host_assisted=True,
+    Kind("fault", FaultParams, "fault", "ns_per_page",
+         guest_events=("vmstat:pgfault", "vmstat:pgmajfault")),
+    Kind("dirtier", DirtierParams, "dirtier", "pages_per_s"),
+    Kind("noop", NoopParams, "noop", "noop_ns"),
+    Kind("stress-ng", StressNgParams, None, "bogo_ops_per_s"),
+    Kind("dirty-log", DirtyLogParams, "dirtier", "pages_per_s_on", host_assisted=True,
          host_events=("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed")),
-    Kind("migrate", MigrateParams, "dirtier", host_assisted=True,
+    Kind("migrate", MigrateParams, "dirtier", "total_time_ms", host_assisted=True,
          host_events=("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed")),
 )}

@@ -465,7 +465,7 @@ def _over_budget(suite: Suite, budget: Budget) -> list[Problem]:
     """The workload that takes the suite's points, or its trials, past the budget."""
     places = len(targets(suite))
     points = [points_per_target(w) * places for w in suite.workloads]
-    trials = [p * (w.trials + w.warmup) for p, w in zip(points, suite.workloads, strict=True)]
+    trials = [p * (w.max_trials + w.warmup) for p, w in zip(points, suite.workloads, strict=True)]
     problems = []
     for what, made, env, default, limit in (
             ("points", points, POINTS_ENV, DEFAULT_MAX_POINTS, budget.max_points),
@@ -475,7 +475,8 @@ def _over_budget(suite: Suite, budget: Budget) -> list[Problem]:
         if index is not None:
             workload = suite.workloads[index]
             why = (_sweep_sizes(workload, places) if what == "points" else
-                   f"{points[index]:,} x {workload.trials + workload.warmup:,} trials per point")
+                   f"{points[index]:,} x {workload.max_trials + workload.warmup:,} trials "
+                   "per point")
             problems.append(Problem(
                 ("workloads", index),
                 f"{workload.name!r} makes {made[index]:,} {what} ({why}): the suite would make "

@@ -1,8 +1,10 @@
 """Pure planning: Suite -> ordered measurement points and trial cells.
 
 Order minimises expensive transitions: each paging mode is entered once, each guest boots once
-per mode, and within a guest the workloads run in suite order, each parameter point's trials
-together (warm-ups first). Nothing here touches the host.
+per mode. Within a guest (`group_cells`) the suite's `order` decides: `contiguous` runs the
+workloads in suite order, each parameter point's trials together (warm-ups first);
+`interleaved` runs trial k of every point in round k, the points shuffled in each round (seeded,
+so a plan is reproducible). Nothing here touches the host.
 """
 
 from __future__ import annotations
@@ -11,16 +13,34 @@ import hashlib
 import itertools
 import json
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from orchestrator.suite.schema import RequestedMode, Suite, WorkloadBase
+from orchestrator.suite.kinds import KINDS
+from orchestrator.suite.schema import (
+    PrecisionTarget,
+    RequestedMode,
+    Suite,
+    TrialOrder,
+    WorkloadBase,
+)
 
 NATIVE_GUEST = "host"  # the guest column's value for native rows
 
 Scalar = int | float | str | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """A point's precision target, its metric resolved (the kind's primary one by default)."""
+
+    min: int  # measured ok trials at least
+    max: int  # measured trials at most (the point's `trials`)
+    halfwidth: float  # of the median's exact 95 % interval, relative to the median
+    metric: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +52,22 @@ class Point:
     workload: str
     kind: str
     params: tuple[tuple[str, Scalar], ...]
-    trials: int
+    trials: int  # measured trials; with a precision target, the most it may run
     warmup: int
-    cell_id: str
+    cell_id: str  # from mode, guest, workload, kind and params only: stable across suites
+    precision: Precision | None = None
 
     @property
     def param_dict(self) -> dict[str, Scalar]:
         return dict(self.params)
+
+    def trials_text(self) -> str:
+        """'10 trials', or 'up to 20 trials (stop when fork_us is known to +-2%, after 10)'."""
+        if self.precision is None:
+            return f"{self.trials} trials"
+        target = self.precision
+        return (f"up to {target.max} trials (stop when {target.metric} is known to "
+                f"+-{target.halfwidth:.1%}, after {target.min})").replace(".0%", "%")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +93,8 @@ class GuestGroup:
 @dataclass(frozen=True)
 class Plan:
     groups: tuple[GuestGroup, ...]
+    order: TrialOrder = TrialOrder.CONTIGUOUS
+    order_seed: int = 0
 
     @property
     def modes(self) -> tuple[RequestedMode, ...]:
@@ -75,18 +106,26 @@ class Plan:
             yield from group.points
 
     def cells(self) -> Iterator[Cell]:
-        for point in self.points:
-            yield from cells_of(point)
+        for group in self.groups:
+            yield from self.group_cells(group)
+
+    def group_cells(self, group: GuestGroup) -> list[Cell]:
+        return group_cells(group, self.order, self.order_seed)
 
     def counts(self) -> dict[str, int]:
+        """Trials count a precision target's max (the most a run may make); the points with a
+        target are counted apart (only when there are any, so older plans read the same)."""
         points = list(self.points)
-        return {
+        counts = {
             "mode_switches": sum(1 for m in self.modes if m is not RequestedMode.NATIVE),
             "boots": sum(1 for g in self.groups if g.mode is not RequestedMode.NATIVE),
             "points": len(points),
             "trials": sum(p.trials + p.warmup for p in points),
             "measured_trials": sum(p.trials for p in points),
         }
+        if targeted := sum(1 for p in points if p.precision):
+            counts["points_with_precision_target"] = targeted
+        return counts
 
 
 def cells_of(point: Point) -> Iterator[Cell]:
@@ -94,11 +133,28 @@ def cells_of(point: Point) -> Iterator[Cell]:
         yield Cell(point, index, index < point.warmup)
 
 
+def group_cells(group: GuestGroup, order: TrialOrder, seed: int) -> list[Cell]:
+    """A guest's cells in the order they run. Interleaved: round k holds trial k of every
+    point that has one (warm-ups are the first rounds), its points shuffled by a generator
+    seeded from (seed, mode, guest, k) alone, so the same suite gives the same order anywhere."""
+    if order is TrialOrder.CONTIGUOUS:
+        return [cell for point in group.points for cell in cells_of(point)]
+    cells: list[Cell] = []
+    rounds = max((p.warmup + p.trials for p in group.points), default=0)
+    for index in range(rounds):
+        present = [p for p in group.points if index < p.warmup + p.trials]
+        # a str seed is hashed with SHA-512 by random itself: stable across processes
+        shuffler = random.Random(f"{seed}/{group.mode.value}/{group.guest}/{index}")  # noqa: S311
+        shuffler.shuffle(present)
+        cells += [Cell(point, index, index < point.warmup) for point in present]
+    return cells
+
+
 def make_plan(suite: Suite) -> Plan:
     groups = [GuestGroup(mode, guest, tuple(p for w in suite.workloads
                                             for p in _points(mode, guest, w)))
               for mode, guest in targets(suite)]
-    return Plan(tuple(groups))
+    return Plan(tuple(groups), suite.order, suite.order_seed)
 
 
 def targets(suite: Suite) -> list[tuple[RequestedMode, str]]:
@@ -119,10 +175,20 @@ def _sweeps(workload: WorkloadBase) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 def _points(mode: RequestedMode, guest: str, workload: WorkloadBase) -> Iterator[Point]:
     names, sweeps = _sweeps(workload)
+    precision = _precision(workload)
     for combo in itertools.product(*sweeps):
         params = tuple((n, _scalar(v)) for n, v in zip(names, combo, strict=True))
-        yield Point(mode, guest, workload.name, workload.kind, params, workload.trials,
-                    workload.warmup, cell_id(mode, guest, workload.name, workload.kind, params))
+        yield Point(mode, guest, workload.name, workload.kind, params, workload.max_trials,
+                    workload.warmup, cell_id(mode, guest, workload.name, workload.kind, params),
+                    precision)
+
+
+def _precision(workload: WorkloadBase) -> Precision | None:
+    target = workload.trials
+    if not isinstance(target, PrecisionTarget):
+        return None
+    return Precision(target.min, target.max, target.ci_halfwidth,
+                     target.metric or KINDS[workload.kind].primary_metric)
 
 
 def _scalar(value: Any) -> Scalar:
@@ -141,12 +207,22 @@ def cell_id(mode: RequestedMode, guest: str, workload: str, kind: str,
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
-    return {
-        "counts": plan.counts(),
-        "cells": [
-            {"mode": c.point.mode.value, "guest": c.point.guest, "workload": c.point.workload,
-             "kind": c.point.kind, "params": c.point.param_dict, "trial": c.trial,
-             "warmup": c.warmup, "cell_id": c.point.cell_id}
-            for c in plan.cells()
-        ],
-    }
+    """The plan as `orchestrate plan --json` shows it: the cells in the order they run."""
+    shown: dict[str, Any] = {"counts": plan.counts()}
+    if plan.order is TrialOrder.INTERLEAVED:  # contiguous plans read as they always did
+        shown |= {"order": plan.order.value, "order_seed": plan.order_seed}
+    targets = {p.workload: _target_json(p.precision) for p in plan.points if p.precision}
+    if targets:  # a cell past a met target is recorded as skipped, not run
+        shown["precision_targets"] = targets
+    shown["cells"] = [
+        {"mode": c.point.mode.value, "guest": c.point.guest, "workload": c.point.workload,
+         "kind": c.point.kind, "params": c.point.param_dict, "trial": c.trial,
+         "warmup": c.warmup, "cell_id": c.point.cell_id}
+        for c in plan.cells()
+    ]
+    return shown
+
+
+def _target_json(precision: Precision) -> dict[str, Any]:
+    return {"min": precision.min, "max": precision.max,
+            "ci_halfwidth": precision.halfwidth, "metric": precision.metric}

@@ -10,9 +10,25 @@ import re
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from orchestrator.suite.fields import Frozen, NonNegInt, PosInt, Seconds, Size, nonempty_distinct
+from orchestrator.suite.fields import (
+    Fraction,
+    Frozen,
+    NonNegInt,
+    PosInt,
+    Seconds,
+    Size,
+    nonempty_distinct,
+)
 from orchestrator.suite.kinds import KINDS, Kind, Params
 
 # Compiled by pydantic's Rust regex engine, which knows \z (end of text) but not Python's \Z;
@@ -169,14 +185,52 @@ class HostPrep(Frozen):
 # ---- workloads: one model per registered kind ------------------------------------------------
 
 
+class PrecisionTarget(Frozen):
+    """`trials: {min: 5, max: 50, ci_halfwidth: 2%}`: a point runs trials until the exact 95 %
+    interval of its metric's median is within ci_halfwidth of the median (relative), with at
+    least `min` measured ok trials, or until `max` trials ran."""
+
+    min: PosInt
+    max: PosInt
+    ci_halfwidth: Fraction
+    metric: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}\z")] | None = None
+
+    @field_validator("ci_halfwidth")
+    @classmethod
+    def _proper_fraction(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"ci_halfwidth {value:g} must lie between 0 and 1 (e.g. 2% or 0.02)")
+        return value
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> PrecisionTarget:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is more than max ({self.max})")
+        return self
+
+
+def _trials_form(value: Any) -> str:
+    return "target" if isinstance(value, dict | PrecisionTarget) else "count"
+
+
+# A count of trials, or a precision target (a mapping); each form reports its own errors only.
+Trials = Annotated[Annotated[PosInt, Tag("count")] | Annotated[PrecisionTarget, Tag("target")],
+                   Discriminator(_trials_form)]
+
+
 class WorkloadBase(Frozen):
     name: Annotated[str, Field(pattern=NAME_RE)]
-    trials: PosInt = 5
+    trials: Trials = 5
     warmup: NonNegInt = 1
     trace: TraceSpec | None = None  # overrides the suite's event sets for this workload
     timeout: Seconds | None = None  # overrides timeouts.trial
     kind: str  # narrowed to one kind's name by each model below
     params: Params
+
+    @property
+    def max_trials(self) -> int:
+        """Measured trials per point at most: the count, or a precision target's max."""
+        return self.trials.max if isinstance(self.trials, PrecisionTarget) else self.trials
 
 
 def _workload_model(kind: Kind) -> type[WorkloadBase]:
@@ -198,6 +252,15 @@ else:
     Workload = Annotated[Union[WORKLOAD_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 
+class TrialOrder(StrEnum):
+    """The order of a guest's trials (plan.group_cells)."""
+
+    CONTIGUOUS = "contiguous"  # each point's trials together, warm-ups first, points in order
+    # round k runs trial k of every point, the points shuffled in each round: slow drift
+    # (heat, a neighbour's load, a filling page cache) spreads over all points alike
+    INTERLEAVED = "interleaved"
+
+
 class Suite(Frozen):
     name: Annotated[str, Field(pattern=NAME_RE)]
     description: str = ""
@@ -211,6 +274,8 @@ class Suite(Frozen):
     # (every attempt stays in the journal; the tables keep the last): for emulated labs
     lost_guest_retries: Annotated[int, Field(ge=0, le=2)] = 0
     host_prep: HostPrep = HostPrep()
+    order: TrialOrder = TrialOrder.CONTIGUOUS
+    order_seed: int = 0  # seeds interleaved's shuffles: the same seed, the same order
 
     @field_validator("workloads")
     @classmethod

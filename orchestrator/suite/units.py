@@ -1,4 +1,4 @@
-"""Sizes and durations as users write them in suite files ("2GiB", "300s").
+"""Sizes, durations and fractions as users write them in suite files ("2GiB", "300s", "2%").
 
 Sizes take binary (IEC) units only: "2GB" is ambiguous between 2*10^9 and 2*2^30 bytes, and a
 memory experiment must not guess, so it is refused with a hint.
@@ -25,6 +25,7 @@ _MAX_DIGITS = 20
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*\Z", re.ASCII)
+_PERCENT_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*\Z", re.ASCII)
 
 
 def parse_size(text: str | int) -> int:
@@ -84,6 +85,21 @@ def parse_duration(text: str | int | float) -> float:
     if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
         raise ValueError(f"duration {_shown(text)} is longer than the limit of 7 days (168h)")
     return seconds
+
+
+def parse_fraction(text: str | int | float) -> float:
+    """A fraction from '2%' or 0.02. Bounds are the caller's: what makes sense differs."""
+    if isinstance(text, bool):
+        raise ValueError("a fraction must be written like 2% or 0.02, not a boolean")
+    if isinstance(text, int | float):
+        return float(text)
+    if not isinstance(text, str):
+        raise ValueError(f"a fraction must be written like 2% or 0.02, not a "
+                         f"{type(text).__name__}")
+    match = _PERCENT_RE.match(text)
+    if not match:
+        raise ValueError(f"cannot read fraction {_shown(text)} (write it like 2% or 0.02)")
+    return float(match.group(1)) / 100
 
 
 def _shown(text: str) -> str:

@@ -166,3 +166,52 @@ def test_errors_at_the_same_place_are_all_listed() -> None:
         "suite.yaml:1:1: (top level): missing required key 'paging'",
         "suite.yaml:1:1: (top level): missing required key 'workloads'",
     ]
+
+
+def test_a_precision_target_and_an_order_are_read() -> None:
+    text = GOOD.replace("trials: 10", "trials: {min: 5, max: 40, ci_halfwidth: 2.5%}") + \
+        "order: interleaved\norder_seed: 7\n"
+    suite = parse_suite(text, Path("suite.yaml")).suite
+    target = suite.workloads[0].trials
+    assert (target.min, target.max, target.ci_halfwidth, target.metric) == (  # type: ignore[union-attr]
+        5, 40, 0.025, None)
+    assert suite.workloads[0].max_trials == 40
+    assert (suite.order.value, suite.order_seed) == ("interleaved", 7)
+    fraction = GOOD.replace("trials: 10", "trials: {min: 5, max: 40, ci_halfwidth: 0.03, "
+                                          "metric: fork_wait_us}")
+    target = parse_suite(fraction, Path("s.yaml")).suite.workloads[0].trials
+    assert (target.ci_halfwidth, target.metric) == (0.03, "fork_wait_us")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("trials", "expected"),
+    [
+        ("{min: 6, max: 5, ci_halfwidth: 2%}", "suite.yaml:10:5: workloads[0].trials: min (6) is more than max (5)"),
+        ("{min: 0, max: 5, ci_halfwidth: 2%}", "suite.yaml:10:19: workloads[0].trials.min: Input should be greater than or equal to 1"),
+        ("{min: 5, max: 9, ci_halfwidth: 100%}", "workloads[0].trials.ci_halfwidth: ci_halfwidth 1 must lie between 0 and 1"),
+        ("{min: 5, max: 9, ci_halfwidth: 0}", "ci_halfwidth 0 must lie between 0 and 1"),
+        ("{min: 5, max: 9, ci_halfwidth: two}", "cannot read fraction 'two' (write it like 2% or 0.02)"),
+        ("{min: 5, max: 9}", "suite.yaml:10:5: workloads[0].trials: missing required key 'ci_halfwidth'"),
+        ("{min: 5, max: 9, ci_halfwidth: 2%, level: 99%}", "workloads[0].trials.level: unknown key 'level'"),
+        ("{min: 5, max: 9, ci_halfwidth: 2%, metric: 'a b'}", "workloads[0].trials.metric: String should match pattern"),
+        ("[5]", "suite.yaml:10:5: workloads[0].trials: Input should be a valid integer"),
+        ("{min: 5, max: 2000000, ci_halfwidth: 2%}", "makes 18,000,018 trials (9 x 2,000,002 trials per point)"),
+    ],
+)
+def test_a_bad_precision_target_is_one_line_with_a_hint(trials: str, expected: str) -> None:
+    with pytest.raises(BadInput) as info:
+        parse_suite(GOOD.replace("trials: 10", f"trials: {trials}"), Path("suite.yaml"))
+    assert len(info.value.message.splitlines()) == 1
+    assert expected in info.value.message
+    assert info.value.hint
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("order: random", "suite.yaml:14:8: order: Input should be 'contiguous' or 'interleaved'"),
+    ("order_seed: x", "suite.yaml:14:13: order_seed: Input should be a valid integer"),
+])
+def test_a_bad_order_is_one_line_with_a_hint(line: str, expected: str) -> None:
+    with pytest.raises(BadInput) as info:
+        parse_suite(GOOD + line + "\n", Path("suite.yaml"))
+    assert info.value.message.startswith(expected)
+    assert info.value.hint
