@@ -205,7 +205,7 @@ class Executor:
         timeout = workload.timeout or self.suite.timeouts.trial
         host_assisted = KINDS[point.kind].host_assisted
         argv = [] if host_assisted else adapters.command(point.kind, point.param_dict,
-                                                         target.bin_dir)
+                                                         target.bin_dir, workload.cpu)
         started = time.time()
         window = TraceWindow()
         try:

@@ -224,6 +224,8 @@ class WorkloadBase(Frozen):
     warmup: NonNegInt = 1
     trace: TraceSpec | None = None  # overrides the suite's event sets for this workload
     timeout: Seconds | None = None  # overrides timeouts.trial
+    # pin the measuring process (and the children it forks) to this CPU of the host or guest
+    cpu: NonNegInt | None = None
     kind: str  # narrowed to one kind's name by each model below
     params: Params
 
@@ -289,6 +291,17 @@ class Suite(Frozen):
                 raise ValueError(f"two workloads are named {workload.name!r}")
             seen.add(workload.name)
         return workloads
+
+    @model_validator(mode="after")
+    def _pinned_cpus_exist_in_every_guest(self) -> Suite:
+        if any(m is not RequestedMode.NATIVE for m in self.paging):
+            for workload in self.workloads:
+                for name, guest in self.guests.items():
+                    if workload.cpu is not None and workload.cpu >= guest.vcpus:
+                        raise ValueError(
+                            f"workload {workload.name!r} is pinned to cpu {workload.cpu}, but "
+                            f"guest {name!r} has {guest.vcpus} vCPU(s) (cpus count from 0)")
+        return self
 
     @model_validator(mode="after")
     def _guests_for_virtual_modes(self) -> Suite:

@@ -32,15 +32,19 @@ class ParsedTrial:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def command(kind: str, params: Mapping[str, Any], bin_dir: str) -> list[str]:
+def command(kind: str, params: Mapping[str, Any], bin_dir: str,
+            cpu: int | None = None) -> list[str]:
     """The argv of one trial of `kind` with one value per parameter (a host-assisted kind has
-    none: workloads.dirty drives it)."""
+    none: workloads.dirty drives it); `cpu` pins the workload (and what it forks) there."""
     registered = KINDS.get(kind)
     if registered is None or registered.host_assisted:
         raise ValueError(f"no adapter for workload kind {kind!r}")
     if registered.binary is None:
-        return TOOLS[kind].argv(params)
+        argv = TOOLS[kind].argv(params)
+        return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
     argv = [f"{bin_dir}/{registered.binary}", "--trials", "1", "--warmup", "0"]
+    if cpu is not None:
+        argv += ["--cpu", str(cpu)]
     for name, value in params.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):

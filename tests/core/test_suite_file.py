@@ -215,3 +215,12 @@ def test_a_bad_order_is_one_line_with_a_hint(line: str, expected: str) -> None:
         parse_suite(GOOD + line + "\n", Path("suite.yaml"))
     assert info.value.message.startswith(expected)
     assert info.value.hint
+
+
+def test_a_pinned_cpu_must_exist_in_every_guest() -> None:
+    pinned = GOOD.replace("    warmup: 2\n", "    warmup: 2\n    cpu: 1\n")
+    assert parse_suite(pinned, Path("suite.yaml")).suite.workloads[0].cpu == 1
+    too_far = GOOD.replace("    warmup: 2\n", "    warmup: 2\n    cpu: 2\n")
+    line = error_of(too_far)
+    assert "pinned to cpu 2, but guest 'small' has 2 vCPU(s) (cpus count from 0)" in line
+    assert "\n" not in line

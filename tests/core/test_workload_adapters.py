@@ -81,3 +81,12 @@ def test_stress_ng_for_real() -> None:
 def test_stress_ng_failure_and_missing_metrics() -> None:
     assert adapters.parse("stress-ng", completed(1, "", "bad stressor")).outcome is Outcome.FAILED
     assert adapters.parse("stress-ng", completed(0, "---\n{}\n")).outcome is Outcome.ERROR
+
+
+def test_a_pinned_workload_passes_its_cpu() -> None:
+    argv = adapters.command("fork-dirty", {"pages": 1280}, "/b", cpu=1)
+    assert argv[:7] == ["/b/fork-dirty", "--trials", "1", "--warmup", "0", "--cpu", "1"]
+    tool = adapters.command("stress-ng", {"stressor": "fork", "workers": 1, "ops": 10}, "/b",
+                            cpu=0)
+    assert tool[:3] == ["taskset", "-c", "0"]
+    assert "--cpu" not in adapters.command("fork-dirty", {"pages": 1280}, "/b")
