@@ -31,6 +31,9 @@ def runs_of(root: Path) -> list[Path]:
 
 
 def slowed(run: Path, where: Path, cell: str, metric: str, factor: float) -> Path:
+    """A copy of `run` in `where` whose `cell`'s `metric` is `factor` times its value in every
+    trial (tables dropped: readers build them from the journal). tests/workloads/test_aa.py
+    injects its slowdown with this too."""
     copy = where / f"{run.name}-x{factor}-{cell}-{metric}"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.parquet", "captures", "logs"))
     journal = copy / "trials.jsonl"

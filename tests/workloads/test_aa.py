@@ -10,7 +10,6 @@ cannot be slowed by exactly 20% on demand, and the statistics see exactly what t
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.store import rundir
+from bench.bench_sensitivity import slowed
 
 pytestmark = pytest.mark.slow
 
@@ -78,32 +77,13 @@ def test_an_a_a_pair_flags_no_cell(runs: list[Path]) -> None:
     assert timed and all(c["noise"] is not None for c in timed)  # every cell had history
 
 
-def slowed_copy(run: Path, cell: str, metric: str, factor: float) -> Path:
-    """The run again, with one cell's metric `factor` times slower in every trial."""
-    copy = run.with_name(run.name + "-slowed")
-    shutil.copytree(run, copy)
-    journal = copy / "trials.jsonl"
-    lines = []
-    for line in journal.read_text().splitlines():
-        record = json.loads(line)
-        if record["cell_id"] == cell:
-            record["metrics"] = [[n, v * factor if n == metric else v, u]
-                                 for n, v, u in record["metrics"]]
-        lines.append(json.dumps(record))
-    journal.write_text("\n".join(lines) + "\n")
-    for table in ("trials.parquet", "events.parquet"):
-        (copy / table).unlink()  # the reader builds them from the journal
-    rundir.RunDir(copy).update_manifest(run_id=copy.name)
-    return copy
-
-
 def test_a_twenty_percent_slowdown_of_one_cell_is_flagged(runs: list[Path]) -> None:
     _, data = compare(runs[-2], runs[-1])
     timed = [c for c in data["changes"] if c["unit"] in TIMES and c["noise"] is not None]
     steady = min(timed, key=lambda c: c["noise"])
     assert steady["noise"] < 0.15, f"no cell is steady enough here to show a 20% step: {steady}"
-    slowed = slowed_copy(runs[-1], steady["cell_id"], steady["metric"], 1.2)
-    code, after = compare(runs[-2], slowed)
+    slowed_run = slowed(runs[-1], runs[-1].parent, steady["cell_id"], steady["metric"], 1.2)
+    code, after = compare(runs[-2], slowed_run)
     assert code == 4
     [only] = flagged(after)
     assert (only["cell_id"], only["metric"], only["verdict"]) == \
