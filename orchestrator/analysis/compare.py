@@ -36,7 +36,7 @@ import pandas as pd
 
 from orchestrator.analysis import compatibility, noise
 from orchestrator.analysis.intervals import ratio_interval
-from orchestrator.analysis.stats import higher_is_worse, measured
+from orchestrator.analysis.stats import higher_is_worse, measured, shown
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import reader, rundir
@@ -75,12 +75,7 @@ class Change:
 
 
 def _describe(row: pd.Series, params: list[str]) -> str:
-    return " ".join(f"{p}={_value(row[p])}" for p in params if p in row and pd.notna(row[p]))
-
-
-def _value(value: object) -> object:
-    """12.0 -> 12: an integer parameter in a column widened to float by another kind."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    return " ".join(f"{p}={shown(row[p])}" for p in params if p in row and pd.notna(row[p]))
 
 
 def _blank(rows: pd.DataFrame, params: list[str], verdict: str, base_n: int = 0,

@@ -24,6 +24,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from orchestrator.analysis.stats import shown  # noqa: E402
+
 SKIP_METRICS = ("rusage_",)
 
 
@@ -82,7 +84,7 @@ def _swept(rows: pd.DataFrame, params: list[str]) -> list[str]:
 
 
 def _setting(row: pd.Series, names: list[str]) -> str:
-    return " ".join(f"{n}={row[n]}" for n in names if pd.notna(row[n]))
+    return " ".join(f"{n}={shown(row[n])}" for n in names if pd.notna(row[n]))
 
 
 def _missing_note(unmeasured: pd.DataFrame | None, workload: str, params: list[str]) -> str:

@@ -26,6 +26,12 @@ STATS = ["n", "median", "min", "max", "q1", "q3", "iqr", "ci_low", "ci_high", "c
 TIME_UNITS = {"ns", "us", "ms", "s"}
 
 
+def shown(value: object) -> object:
+    """A parameter as people write it: 12.0 -> 12 (an integer column is widened to float when
+    another kind lacks the parameter)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def measured(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that count: ok, not warm-up, with a metric."""
     keep = (trials["outcome"] == "ok") & ~trials["warmup"].astype(bool)
