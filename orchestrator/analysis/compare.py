@@ -246,7 +246,7 @@ def _print(changes: list[Change], base: str, new: str,
            found: list[compatibility.Difference], allowed: list[str]) -> None:
     tested = [c for c in changes if c.verdict in TESTED]
     runs = next((c.p_basis for c in tested if c.p_basis.startswith("runs")), "")
-    basis = (f"tested against this host's earlier runs, {runs}" if runs else
+    basis = (f"tested against this host's earlier {runs}" if runs else
              "no history of this suite on this host: trial-level tests only")
     print(f"compare {base} -> {new}: {len(changes)} cell metrics, {len(tested)} tested "
           f"(Benjamini-Hochberg q < {ALPHA}, 95% BCa interval of the ratio of medians; "
