@@ -19,6 +19,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+plt.style.use("tableau-colorblind10")  # told apart by readers with any colour vision
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
@@ -188,7 +190,8 @@ def _mark_break_even(ax: Axes, curves: dict[str, tuple[np.ndarray, np.ndarray]])
                                 fontsize=8, rotation=90, va="top")
 
 
-def ratio_plot(ratios: pd.DataFrame, params: list[str], out_dir: Path) -> Path | None:
+def ratio_plot(ratios: pd.DataFrame, params: list[str], out_dir: Path,
+               stem: str = "mode-ratios") -> Path | None:
     """Each ratio of medians (shadow/tdp, tdp/native, ...) per point, with its interval."""
     data = ratios[~ratios["metric"].str.startswith(SKIP_METRICS)] if not ratios.empty \
         else ratios
@@ -210,7 +213,7 @@ def ratio_plot(ratios: pd.DataFrame, params: list[str], out_dir: Path) -> Path |
     ax.axvline(1, color="black", linewidth=0.8)
     ax.set_xlabel("ratio of medians, 95% BCa bootstrap interval")
     ax.legend(fontsize=8)
-    return _save(fig, out_dir, "mode-ratios")
+    return _save(fig, out_dir, stem)
 
 
 def events_plot(events: pd.DataFrame, out_dir: Path) -> Path | None:

@@ -1,30 +1,52 @@
-"""`orchestrate report RUN [RUN...]`: summary tables, figures, report.html and report.md.
+"""`orchestrate report RUN [RUN...]`: one section per workload, each opening with the question
+it answers, then its figures, its timings with their intervals, its mode ratios, its counters
+(collapsed) and the points it could not measure; report.md and one self-contained report.html
+(analysis/page.py renders both from the same blocks).
 
-report.html is self-contained (figures embedded as data: URIs), so it can be mailed or
-archived; a tiny script sets the page title to `ok:<loaded images>` once everything has
-loaded, which is what the headless-browser test checks.
+Honest framing first: a banner when any row ran under TCG (emulated: no paging question is
+answered) or in the nested lab; each run's provenance and host stability; several runs side
+by side with a run column and their differences named.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from orchestrator.analysis import compatibility
 from orchestrator.analysis.intervals import trials_needed
-from orchestrator.analysis.stats import mode_ratios, present_params, summary, unmeasured
+from orchestrator.analysis.page import (
+    Banner,
+    Block,
+    Details,
+    Figure,
+    Heading,
+    Items,
+    Table,
+    Text,
+    html_page,
+    markdown,
+)
+from orchestrator.analysis.questions import question
+from orchestrator.analysis.stats import (
+    STATS,
+    mode_ratios,
+    present_params,
+    shown,
+    summary,
+    unmeasured,
+)
 from orchestrator.errors import ExitCode
 from orchestrator.store import reader, rundir
 
 PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_at"]
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
-JOURNAL_NOTE = "_journal_note"  # set on the report's copy of a manifest, never on disk
-
+COUNT_UNITS = ("count", "")
+TIMING_STATS = ["n", "median", "ci_low", "ci_high", "ci_level"]
 
 SUMMARY_NOTE = ("Measured trials only (ok, warm-ups excluded). ci_low..ci_high: the median's "
                 "exact binomial order-statistic interval; ci_level: the coverage it reaches "
@@ -33,44 +55,80 @@ SUMMARY_NOTE = ("Measured trials only (ok, warm-ups excluded). ci_low..ci_high: 
 RATIO_NOTE = ("Ratio of medians of two verified paging modes at the same point (native rows "
               "pair with every guest), with a 95% BCa bootstrap interval (2000 resamples, "
               "seeded); n_num, n_den: the trials behind each median.")
-UNMEASURED_NOTE = "Planned points without a single measured trial, and why."
+TCG_BANNER = ("Emulated: some rows ran under TCG (accel=tcg). Their timings measure QEMU's "
+              "software MMU, not a paging mode: they answer no paging question.")
+NESTED_BANNER = ("Nested lab: rows with accel=nested-tcg ran under real KVM inside an "
+                 "emulated lab host. Ratios between paging modes show how KVM's MMU work "
+                 "scales; absolute times are not those of a bare-metal host.")
 
 
 @dataclass(frozen=True)
-class Section:
-    title: str
-    note: str
-    frame: pd.DataFrame
-    digits: int = 4
+class Data:
+    """Everything a report is drawn from: the runs' tables and what was computed of them."""
+
+    manifests: list[dict[str, Any]]
+    trials: pd.DataFrame
+    events: pd.DataFrame
+    params: list[str]
+    table: pd.DataFrame
+    ratios: pd.DataFrame
+    missing: pd.DataFrame
 
 
-def write_report(runs: list[str | Path], out_dir: Path,
-                 root: Path | None = None) -> Path:
+def gather(runs: list[str | Path], root: Path | None) -> Data:
     tables = [reader.load(r, root) for r in runs]
     trials = pd.concat([t.trials for t in tables], ignore_index=True)
     events = pd.concat([t.events for t in tables], ignore_index=True)
     params = present_params(trials, sorted({p for t in tables
                                             for p in t.manifest.get("param_columns", {})}))
+    keys = params + (["run_id"] if trials["run_id"].nunique() > 1 else [])
+    # unreadable journal lines (also warned on stderr by load) go on record in the report
+    manifests = [{**t.manifest, "journal_note": t.unreadable_note()} for t in tables]
+    return Data(manifests, trials, events, keys, summary(trials, keys),
+                mode_ratios(trials, keys), unmeasured(trials, keys))
+
+
+def write_report(runs: list[str | Path], out_dir: Path,
+                 root: Path | None = None) -> Path:
+    data = gather(runs, root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = summary(trials, params)
-    ratios = mode_ratios(trials, params)
-    missing = unmeasured(trials, params)
     # matplotlib is imported only when drawing: every other verb starts faster without it
     from orchestrator.analysis.plots import events_plot, metric_plots, ratio_plot
 
-    figures = metric_plots(table, params, out_dir, missing)
-    figures += [p for p in (ratio_plot(ratios, params, out_dir), events_plot(events, out_dir))
-                if p]
-    table.to_csv(out_dir / "summary.csv", index=False)
-    sections = [Section("Summary", SUMMARY_NOTE, table),
-                Section("Paging-mode ratios", RATIO_NOTE, ratios, 3),
-                Section("Not measured", UNMEASURED_NOTE, missing)]
-    # unreadable journal lines (also warned on stderr by load) go on record in the report
-    manifests = [{**t.manifest, JOURNAL_NOTE: t.unreadable_note()} for t in tables]
-    (out_dir / "report.md").write_text(_markdown(manifests, sections, figures))
+    figures = metric_plots(data.table, data.params, out_dir, data.missing)
+    blocks = [*banners(data), *run_blocks(data)]
+    for workload in dict.fromkeys(data.trials["workload"]):
+        ratio_fig = ratio_plot(_of(data.ratios, workload), data.params, out_dir,
+                               stem=f"{workload}-mode-ratios")
+        mine = [p for p in figures if p.name.startswith(f"{workload}-")]
+        blocks += workload_blocks(data, str(workload), mine + ([ratio_fig] if ratio_fig else []))
+    events = events_plot(data.events, out_dir)
+    blocks += [Heading("Events per trial"),
+               Figure(events) if events else Text("No event was counted in these runs.")]
+    data.table.to_csv(out_dir / "summary.csv", index=False)
+    title = "report: " + ", ".join(str(m["run_id"]) for m in data.manifests)
+    (out_dir / "report.md").write_text(markdown(title, blocks))
     page = out_dir / "report.html"
-    page.write_text(_html(manifests, sections, figures))
+    page.write_text(html_page(title, blocks))
     return page
+
+
+def banners(data: Data) -> list[Block]:
+    accels = set(data.trials["accel"].dropna())
+    found: list[Block] = []
+    if "tcg" in accels:
+        found.append(Banner(TCG_BANNER))
+    if "nested-tcg" in accels:
+        found.append(Banner(NESTED_BANNER))
+    first = data.manifests[0]
+    for other in data.manifests[1:]:
+        own = data.trials[data.trials["run_id"] == first["run_id"]]
+        theirs = data.trials[data.trials["run_id"] == other["run_id"]]
+        differ = compatibility.differences(first, other, own, theirs)
+        if differ:
+            found.append(Banner(f"Runs {first['run_id']} and {other['run_id']} differ: "
+                                + "; ".join(d.text for d in differ)))
+    return found
 
 
 def stability_lines(manifest: dict[str, Any]) -> list[str]:
@@ -89,71 +147,65 @@ def _provenance_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(k, str(manifest.get(k, ""))) for k in PROVENANCE]
     rows += [(f"host.{k}", str(host.get(k, ""))) for k in HOST]
     rows += [(f"tools.{k}", str(v)) for k, v in manifest.get("tools", {}).items()]
-    if manifest.get(JOURNAL_NOTE):
-        rows.append(("journal", str(manifest[JOURNAL_NOTE])))
+    if manifest.get("journal_note"):
+        rows.append(("journal", str(manifest["journal_note"])))
     return rows
 
 
-def _md_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "_no data_\n"
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+def run_blocks(data: Data) -> list[Block]:
+    blocks: list[Block] = []
+    for manifest in data.manifests:
+        blocks += [Heading(f"Run {manifest['run_id']}"),
+                   Table(pd.DataFrame(_provenance_rows(manifest), columns=["what", "value"]))]
+        description = (manifest.get("suite") or {}).get("description")
+        if description:
+            blocks.append(Text(f"Suite: {description}"))
+        stable = stability_lines(manifest)
+        if stable:
+            blocks += [Text("Host stability at the start:"), Items(tuple(stable))]
+    return blocks
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def _of(frame: pd.DataFrame, workload: str) -> pd.DataFrame:
+    return frame[frame["workload"] == workload] if not frame.empty else frame
 
 
-def _markdown(manifests: list[dict[str, Any]], sections: list[Section],
-              figures: list[Path]) -> str:
-    parts = ["# Report\n"]
-    for manifest in manifests:
-        parts.append(f"## Run {manifest['run_id']}\n")
-        parts.append(_md_table(pd.DataFrame(_provenance_rows(manifest),
-                                            columns=["what", "value"])))
-        parts += [f"- host stability: {line}" for line in stability_lines(manifest)]
-    parts += [f"![{p.stem}]({p.name})\n" for p in figures]
-    for section in sections:
-        parts += [f"## {section.title}\n", section.note + "\n", _md_table(section.frame)]
-    return "\n".join(parts)
+def _columns(frame: pd.DataFrame, drop: tuple[str, ...]) -> pd.DataFrame:
+    """Without the columns the section names (`drop`) or no row has a value of."""
+    keep = [c for c in frame.columns if c not in drop and frame[c].notna().any()]
+    return frame[keep]
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">' \
-           f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
+def fixed_params(frame: pd.DataFrame, params: list[str]) -> dict[str, object]:
+    """The parameters that take one value in every row: said once, not in every row."""
+    return {p: frame[p].dropna().iloc[0] for p in params
+            if p in frame and frame[p].notna().all() and frame[p].nunique() == 1}
 
 
-def _html_run(manifest: dict[str, Any]) -> str:
-    stability = "".join(f"<li>{html.escape(line)}</li>" for line in stability_lines(manifest))
-    return (f"<h2>Run {html.escape(manifest['run_id'])}</h2>"
-            + pd.DataFrame(_provenance_rows(manifest), columns=["what", "value"])
-            .to_html(index=False)
-            + (f"<p>Host stability at the start:</p><ul>{stability}</ul>" if stability else ""))
-
-
-def _html(manifests: list[dict[str, Any]], sections: list[Section], figures: list[Path]) -> str:
-    body = (f"<h1>Report</h1>{''.join(_html_run(m) for m in manifests)}"
-            f"<h2>Figures</h2>{''.join(_img(p) for p in figures)}")
-    for section in sections:
-        number = f"{{:.{section.digits}g}}".format
-        body += (f"<h2>{html.escape(section.title)}</h2><p>{html.escape(section.note)}</p>"
-                 + (section.frame.to_html(index=False, float_format=number)
-                    if not section.frame.empty else "<p><em>none</em></p>"))
-    script = ("window.addEventListener('load', () => { const imgs = [...document.images]; "
-              "const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length; "
-              "document.title = (ok === imgs.length ? 'ok:' : 'broken:') + ok; });")
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:"
-             "collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>report</title>"
-            f"<style>{style}</style><script>{script}</script></head><body>{body}</body></html>")
+def workload_blocks(data: Data, workload: str, figures: list[Path]) -> list[Block]:
+    rows = _of(data.table, workload)
+    kind = str(data.trials.loc[data.trials["workload"] == workload, "kind"].iloc[0])
+    counters = rows["unit"].isin(COUNT_UNITS)
+    timings = rows.loc[~counters, [c for c in rows.columns if c not in STATS or
+                                   c in TIMING_STATS]]
+    missing = _of(data.missing, workload)
+    fixed = fixed_params(rows, data.params)
+    settings = ("Fixed in every row: " + ", ".join(f"{k}={shown(v)}" for k, v in fixed.items())
+                + ".") if fixed else ""
+    return [
+        Heading(f"{workload} ({kind})"), Text(question(kind)),
+        *(Figure(p) for p in figures),
+        Text(f"{SUMMARY_NOTE} {settings}".strip()),
+        Table(_columns(timings, ("workload", "kind", *fixed)), empty="no timing was measured"),
+        Text(RATIO_NOTE),
+        Table(_columns(_of(data.ratios, workload), ("workload", "kind", *fixed)), digits=3,
+              empty="no two paging modes measured the same point"),
+        Details("Counters (rusage and the workload's counts)", (
+            Table(_columns(rows[counters], ("workload", "kind", *fixed)), empty="none"),)),
+        Text("Not measured:" if not missing.empty else
+             "Every planned point was measured."),
+        *([Table(_columns(missing, ("workload",)))] if not missing.empty else []),
+    ]
 
 
 def add_parser(sub: Any) -> None:

@@ -20,7 +20,7 @@ CELLS = {"c-small": 1280, "c-large": 128000}
 def make_run(root: Path, name: str, values: Callable[[str, int], float], *, trials: int = 12,
              mode: str = "tdp", started: float | None = None, suite: str = "nightly",
              failing: frozenset[str] = frozenset(), counter: float = 3.0,
-             manifest: dict[str, Any] | None = None) -> Path:
+             manifest: dict[str, Any] | None = None, accel: str = "kvm") -> Path:
     """A run of CELLS; the cells named in `failing` error out before reporting a metric."""
     run_dir = rundir.new_run_dir(root, suite)
     rundir.RunDir(run_dir).create_manifest({
@@ -34,7 +34,7 @@ def make_run(root: Path, name: str, values: Callable[[str, int], float], *, tria
                            Metric("rusage_minflt", counter, "count"))
                 journal.append(TrialRecord(
                     cell_id=f"{mode}-{cell}", trial=trial, warmup=False, paging_requested=mode,
-                    paging_mode=mode, accel="kvm", guest="g", workload="fork",
+                    paging_mode=mode, accel=accel, guest="g", workload="fork",
                     kind="fork-dirty", params={"pages": pages},
                     outcome=Outcome.ERROR if cell in failing else Outcome.OK,
                     reason="guest lost" if cell in failing else "",

@@ -110,6 +110,6 @@ def test_points_without_measurement_are_listed_with_why(tmp_path: Path) -> None:
          "reason": "guest lost"}]
     page = write_report([run], tmp_path / "out")
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "## Not measured" in markdown and "guest lost" in markdown
+    assert "Not measured:" in markdown and "guest lost" in markdown
     assert "exact binomial order-statistic interval" in markdown
     assert "bootstrap CI of the median" not in page.read_text()

@@ -32,7 +32,7 @@ def test_report_files_from_synthetic_runs(tmp_path: Path) -> None:
     text = page.read_text()
     assert "data:image/png;base64," in text and "fork_us" in text
     assert "lab1" in text  # provenance from the manifest
-    assert (tmp_path / "out" / "report.md").read_text().startswith("# Report")
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# report: ")
     assert (tmp_path / "out" / "fork-fork_us-vs-pages.svg").exists()
 
 
@@ -61,7 +61,9 @@ def test_report_of_a_real_run_opens_in_chromium(tmp_path: Path) -> None:
                          timeout=120)
     images = dom.stdout.count("<img")
     assert images >= 3, dom.stderr[-500:]
-    assert f"<title>ok:{images}</title>" in dom.stdout  # every figure decoded, no script error
+    assert f'data-loaded="ok:{images}"' in dom.stdout  # every figure decoded, no script error
+    run_id = page.parent.parent.name
+    assert f"<title>report: {run_id}</title>" in dom.stdout  # the tab names the run
     shot = ARTIFACTS / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
                    capture_output=True, timeout=120, check=True)

@@ -1,0 +1,53 @@
+"""The report answers each workload's question in its own section, frames emulated numbers
+honestly and sets several runs side by side (#16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.analysis.questions import QUESTIONS
+from orchestrator.analysis.report import write_report
+from orchestrator.suite.kinds import KINDS
+from tests.report.conftest import make_run, noisy
+
+
+def report_md(runs: list[Path], out: Path) -> str:
+    write_report([str(r) for r in runs], out)
+    return (out / "report.md").read_text()
+
+
+def test_every_kind_has_its_question() -> None:
+    assert set(QUESTIONS) == set(KINDS)
+
+
+def test_a_workload_section_opens_with_its_question_and_collapses_counters(
+        tmp_path: Path) -> None:
+    run = make_run(tmp_path, "a", noisy(1))
+    text = report_md([run], tmp_path / "out")
+    section = text[text.index("## fork (fork-dirty)"):]
+    assert section.split("\n")[2].startswith("How does fork() latency grow")
+    assert "![fork-fork_us-vs-pages](fork-fork_us-vs-pages.png)" in section
+    timings = section[:section.index("### Counters")]
+    assert "| fork_us |" in timings and "rusage_minflt" not in timings
+    assert "rusage_minflt" in section[section.index("### Counters"):]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<details><summary>Counters" in page
+    assert "<title>report: a-" in page and "Emulated" not in page
+
+
+def test_tcg_rows_get_the_banner(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "a", noisy(1), mode="tdp", accel="tcg")
+    text = report_md([run], tmp_path / "out")
+    assert text.split("\n")[2].startswith("> **Emulated: some rows ran under TCG")
+
+
+def test_two_runs_side_by_side_with_a_run_column_and_their_differences(
+        tmp_path: Path) -> None:
+    a = make_run(tmp_path, "a", noisy(1), manifest={
+        "host": {"hostname": "lab1", "kernel_release": "6.1.0"}})
+    b = make_run(tmp_path, "b", noisy(2), manifest={
+        "host": {"hostname": "lab1", "kernel_release": "6.12.0"}})
+    text = report_md([a, b], tmp_path / "out")
+    assert "differ: host kernel: 6.1.0 vs 6.12.0" in text
+    header = next(line for line in text.splitlines() if line.startswith("| paging_mode"))
+    assert "| run_id |" in header
