@@ -30,7 +30,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.stats import higher_is_worse, measured
+from orchestrator.analysis.stats import higher_is_worse, measured, present_params
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import reader, rundir
@@ -153,7 +153,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.plot:
         from orchestrator.analysis.plots import trend_plot  # matplotlib only when drawing
 
-        trend_plot(trials, args.plot)
+        params = present_params(trials, sorted({p for t in runs
+                                                for p in t.manifest.get("param_columns", {})}))
+        trend_plot(trials, params, found, args.plot)
     return ExitCode.REGRESSION if any(is_regression(s) for s in found) else ExitCode.OK
 
 

@@ -13,7 +13,6 @@ points): below it one mode is cheaper, above it the other, which is the seed thr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import matplotlib
 
@@ -26,6 +25,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from orchestrator.analysis.history import Step  # noqa: E402
 from orchestrator.analysis.stats import shown  # noqa: E402
 
 SKIP_METRICS = ("rusage_",)
@@ -228,15 +228,52 @@ def events_plot(events: pd.DataFrame, out_dir: Path) -> Path | None:
     return _save(fig, out_dir, "events-per-mode")
 
 
-def trend_plot(trials: pd.DataFrame, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    runs = trials.groupby(["cell_id", "metric", "run_id"], sort=False)["value"].median()
-    for key, series in runs.groupby(level=[0, 1], sort=False):
-        cell, metric = cast(tuple[str, str], key)
-        ax.plot(range(len(series)), series.to_numpy(), marker="o", label=f"{metric} {cell[:6]}")
-    ax.set_xlabel("run (oldest first)")
-    ax.set_ylabel("median")
-    ax.legend(fontsize=7)
+def trend_plot(trials: pd.DataFrame, params: list[str], found: list[Step], out: Path) -> Path:
+    """One panel per metric: each cell's median per run against the run's start (dates on x,
+    the unit on y), cells named by their parameters, each cell's noise band (median +-1.4826
+    MAD of its run medians), and every step drawn as the range from the last run before it to
+    the run where it began."""
+    data = trials.assign(when=pd.to_datetime(trials["started_at"], unit="s", utc=True))
+    metrics = list(dict.fromkeys(zip(data["metric"], data["unit"], strict=True)))
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 3.2 * len(metrics)), squeeze=False)
+    for ax, (metric, unit) in zip(axes[:, 0], metrics, strict=True):
+        rows = data[data["metric"] == metric]
+        for _, cell_rows in rows.groupby("cell_id", sort=False):
+            _trend_line(ax, cell_rows, params)
+        for step in (s for s in found if s.metric == metric):
+            _step_range(ax, rows, step)
+        ax.set_ylabel(f"{metric} ({unit}),\nmedian per run")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("run start (UTC)")
+    fig.autofmt_xdate()
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+def _trend_line(ax: Axes, rows: pd.DataFrame, params: list[str]) -> None:
+    per_run = rows.groupby("run_id", sort=False).agg(when=("when", "min"),
+                                                     value=("value", "median"))
+    per_run = per_run.sort_values("when")
+    first = rows.iloc[0]
+    label = f"{first['paging_mode']}/{first['guest']} {first['workload']} " \
+            f"{_setting(first, [p for p in params if p in rows])}"
+    line = ax.plot(per_run["when"], per_run["value"], marker="o", label=label.strip())[0]
+    values = per_run["value"].to_numpy(float)
+    center = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - center)))
+    if len(values) >= 3 and spread > 0:
+        ax.axhspan(center - spread, center + spread, color=line.get_color(), alpha=0.12)
+
+
+def _step_range(ax: Axes, rows: pd.DataFrame, step: Step) -> None:
+    starts = rows.groupby("run_id")["when"].min().sort_values()
+    order = list(starts.index)
+    if step.at_run not in order:
+        return
+    at = order.index(step.at_run)
+    begin = starts.iloc[at - 1] if at > 0 else starts.iloc[at]
+    ax.axvspan(begin, starts.iloc[at], color="grey", alpha=0.3)
+    ax.annotate(f"step x{step.ratio:.2f} from {step.at_run}", (starts.iloc[at], step.after),
+                fontsize=7)

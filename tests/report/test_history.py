@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from orchestrator.analysis.history import steps
 from orchestrator.store import reader, rundir
@@ -74,3 +75,31 @@ def test_history_of_a_suite_without_runs_says_where_it_looked(tmp_path: Path) ->
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
     assert str(tmp_path.resolve()) in line and "--results-dir" in line
+
+
+def test_the_trend_has_dates_units_named_cells_a_step_range_and_noise_bands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from orchestrator.analysis import plots
+
+    trials = nights(tmp_path, [1, 1, 1, 1, 1, 1.25, 1.25, 1.25, 1.25])
+    trials = trials[trials["metric"] == "fork_us"]
+    found = steps(trials)
+    kept: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: kept.append(fig))
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    plots.trend_plot(trials, ["pages"], found, tmp_path / "trend.png")
+    ax = kept[0].axes[0]
+    assert ax.get_ylabel().startswith("fork_us (us)")
+    assert isinstance(ax.xaxis.get_major_formatter(), mdates.AutoDateFormatter)
+    legend = ax.get_legend()
+    assert legend is not None
+    assert sorted(t.get_text() for t in legend.get_texts()) == [
+        "tdp/g fork pages=1280", "tdp/g fork pages=128000"]
+    spans = [p for p in ax.patches if p.get_facecolor()[:3] == (0.5019607843137255,) * 3]
+    assert len(spans) == 1  # the step, from the last night before it to its first night
+    assert any("step x1.2" in t.get_text() for t in ax.texts)
+    assert len(ax.patches) == 1 + 2  # and one noise band per cell
