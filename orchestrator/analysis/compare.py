@@ -197,6 +197,8 @@ def add_parser(sub: Any) -> None:
     cmd.add_argument("--force", action="store_true",
                      help="compare runs that differ in more than the judged change (warns)")
     cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    cmd.add_argument("--html", type=Path, default=None, metavar="PAGE",
+                     help="also write the comparison as one self-contained HTML page")
     cmd.add_argument("--results-dir", default=None,
                      help="where run names and earlier runs (for the noise) are looked up")
     cmd.set_defaults(func=cmd_compare)
@@ -239,6 +241,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     "changes": [asdict(c) for c in changes]})
     else:
         _print(changes, base.manifest["run_id"], new.manifest["run_id"], found, args.allow)
+    if args.html:
+        from orchestrator.analysis.compare_page import write_page  # matplotlib when drawing
+
+        page = write_page(args.html, base.manifest["run_id"], new.manifest["run_id"], changes,
+                          found, args.allow)
+        log.info("page: %s", page)
     return ExitCode.REGRESSION if worse else ExitCode.OK
 
 

@@ -107,9 +107,10 @@ def _md(block: Block) -> str:
 
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
+    svg = path.with_suffix(".svg")
+    also = f" (SVG beside it: {svg.name})" if svg.exists() else ""
     return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(path.stem)} (SVG beside it: "
-            f"{html.escape(path.with_suffix('.svg').name)})</figcaption></figure>")
+            f"<figcaption>{html.escape(path.stem + also)}</figcaption></figure>")
 
 
 def _html(block: Block) -> str:

@@ -39,6 +39,18 @@ def _x_param(rows: pd.DataFrame, params: list[str]) -> str | None:
     return None
 
 
+def new_axes(width: float, height: float) -> tuple[Figure, Axes]:
+    """A figure in this module's backend and palette, for drawers elsewhere in analysis."""
+    fig, ax = plt.subplots(figsize=(width, height))
+    return fig, ax
+
+
+def save_png(fig: Figure, png: Path) -> Path:
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
 def _save(fig: Figure, out_dir: Path, stem: str) -> Path:
     png = out_dir / f"{stem}.png"
     fig.savefig(png, dpi=110, bbox_inches="tight")

@@ -151,3 +151,18 @@ def test_too_few_trials_for_the_fdr_are_called_out(tmp_path: Path) -> None:
     assert "with 4 vs 4 trials a cell's p-value is at least 0.029; over 4 tested cells" \
         in done.stdout
     assert "0 regression(s)" in done.stdout
+
+
+def test_the_comparison_as_a_page(tmp_path: Path) -> None:
+    a = make_run(tmp_path, "a", noisy(1), manifest={"tools": {"qemu": "7.2"}})
+    b = make_run(tmp_path, "b", noisy(2, slow_cell="c-large", factor=1.3),
+                 failing=frozenset({"c-small"}), manifest={"tools": {"qemu": "9.0"}})
+    page = tmp_path / "compare.html"
+    done = compare_cli(str(a), str(b), "--allow", "qemu", "--html", str(page))
+    assert done.returncode == 4
+    text = page.read_text()
+    assert text.index("the change being judged: QEMU version: 7.2 vs 9.0") \
+        < text.index("lost: tdp/g fork pages=1280 fork_us") < text.index("<img")
+    first_row = text[text.index("<tbody>"):].split("</tr>")[0]
+    assert "<td>regression</td>" in first_row and "pages=128000" in first_row
+    assert "data:image/png;base64," in text and "<title>compare a-" in text
