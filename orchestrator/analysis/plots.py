@@ -289,3 +289,22 @@ def _step_range(ax: Axes, rows: pd.DataFrame, step: Step) -> None:
     ax.axvspan(begin, starts.iloc[at], color="grey", alpha=0.3)
     ax.annotate(f"step x{step.ratio:.2f} from {step.at_run}", (starts.iloc[at], step.after),
                 fontsize=7)
+
+
+def timeline_plot(timeline: pd.DataFrame, title: str, out_dir: Path, stem: str) -> Path:
+    """One trial's host and guest events on one TSC axis, a row per (side, event): guest
+    rows above host rows, so a guest page fault sits above the exits it caused."""
+    data = timeline.dropna(subset=["tsc"])
+    start = int(data["tsc"].min())
+    rows = sorted(dict.fromkeys(zip(data["side"], data["event"], strict=True)),
+                  key=lambda r: (r[0] != "host", r[1]))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
+    ticks = [(data.loc[(data["side"] == side) & (data["event"] == event), "tsc"]
+              .astype("int64") - start).to_numpy(float) / 1e6 for side, event in rows]
+    ax.eventplot(ticks, lineoffsets=[float(i) for i in range(len(rows))], linelengths=0.8,
+                 linewidths=0.6)
+    ax.set_yticks(np.arange(len(rows)), [f"{side}: {event}" for side, event in rows],
+                  fontsize=7)
+    ax.set_xlabel("TSC ticks since the trial's first event (millions)")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, out_dir, stem)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from orchestrator.analysis import compatibility
@@ -67,6 +68,7 @@ class Data:
     """Everything a report is drawn from: the runs' tables and what was computed of them."""
 
     manifests: list[dict[str, Any]]
+    run_dirs: list[Path]
     trials: pd.DataFrame
     events: pd.DataFrame
     params: list[str]
@@ -84,7 +86,8 @@ def gather(runs: list[str | Path], root: Path | None) -> Data:
     keys = params + (["run_id"] if trials["run_id"].nunique() > 1 else [])
     # unreadable journal lines (also warned on stderr by load) go on record in the report
     manifests = [{**t.manifest, "journal_note": t.unreadable_note()} for t in tables]
-    return Data(manifests, trials, events, keys, summary(trials, keys),
+    return Data(manifests, [t.path for t in tables], trials, events, keys,
+                summary(trials, keys),
                 mode_ratios(trials, keys), unmeasured(trials, keys))
 
 
@@ -102,6 +105,7 @@ def write_report(runs: list[str | Path], out_dir: Path,
                                stem=f"{workload}-mode-ratios")
         mine = [p for p in figures if p.name.startswith(f"{workload}-")]
         blocks += workload_blocks(data, str(workload), mine + ([ratio_fig] if ratio_fig else []))
+        blocks += timeline_blocks(data, str(workload), out_dir)
     events = events_plot(data.events, out_dir)
     blocks += [Heading("Events per trial"),
                Figure(events) if events else Text("No event was counted in these runs.")]
@@ -111,6 +115,46 @@ def write_report(runs: list[str | Path], out_dir: Path,
     page = out_dir / "report.html"
     page.write_text(html_page(title, blocks))
     return page
+
+
+TIMELINES_SHOWN = 2  # per workload: the first captured trials; the rest stay in captures/
+
+
+def gap_ticks(timeline: pd.DataFrame) -> float | None:
+    """Median TSC ticks from each guest event to the first host event at or after it."""
+    stamps = timeline.dropna(subset=["tsc"])
+    host = np.sort(stamps.loc[stamps["side"] == "host", "tsc"].to_numpy("int64"))
+    guest = stamps.loc[stamps["side"] == "guest", "tsc"].to_numpy("int64")
+    if not len(host) or not len(guest):
+        return None
+    at = np.searchsorted(host, guest)
+    gaps = host[at[at < len(host)]] - guest[at < len(host)]
+    return float(np.median(gaps)) if len(gaps) else None
+
+
+def timeline_blocks(data: Data, workload: str, out_dir: Path) -> list[Block]:
+    """The captured trials' host+guest timelines of this workload (`trace: {timeline: true}`)."""
+    from orchestrator.analysis.plots import timeline_plot
+
+    cells = data.trials[data.trials["workload"] == workload].drop_duplicates("cell_id")
+    found = sorted(p for run in data.run_dirs for cell in cells["cell_id"]
+                   for p in (run / "captures").glob(f"{cell}-*.timeline.parquet"))
+    blocks: list[Block] = []
+    for path in found[:TIMELINES_SHOWN]:
+        timeline = pd.read_parquet(path)
+        stem = path.name.removesuffix(".timeline.parquet")  # <cell_id>-<trial>
+        cell_id, trial = stem.rsplit("-", 1)
+        cell = cells[cells["cell_id"] == cell_id].iloc[0]
+        where = f"{cell['paging_mode']}/{cell['guest']} " + " ".join(
+            f"{p}={shown(cell[p])}" for p in data.params if p in cell and pd.notna(cell[p]))
+        png = timeline_plot(timeline, f"{workload} {where}, trial {trial}", out_dir,
+                            f"{stem}-timeline")
+        gap = gap_ticks(timeline)
+        blocks += [Heading(f"Timeline: {workload} {where}", 3), Figure(png),
+                   Text("Median gap from a guest event to the next host event: "
+                        + (f"{gap:,.0f} TSC ticks." if gap is not None else
+                           "no guest and host events to pair."))]
+    return blocks
 
 
 def banners(data: Data) -> list[Block]:

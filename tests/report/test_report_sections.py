@@ -51,3 +51,22 @@ def test_two_runs_side_by_side_with_a_run_column_and_their_differences(
     assert "differ: host kernel: 6.1.0 vs 6.12.0" in text
     header = next(line for line in text.splitlines() if line.startswith("| paging_mode"))
     assert "| run_id |" in header
+
+
+def test_a_captured_timeline_is_drawn_with_the_guest_to_host_gap(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestrator.store import reader
+
+    run = make_run(tmp_path, "a", noisy(1))
+    cell = reader.load(run).trials["cell_id"].iloc[0]
+    (run / "captures").mkdir()
+    pd.DataFrame({"side": ["host", "guest", "host", "guest", "host"],
+                  "event": ["kvm:kvm_exit", "exceptions:page_fault_user", "kvm:kvm_exit",
+                            "exceptions:page_fault_user", "kvm:kvm_page_fault"],
+                  "tsc": pd.array([100, 1000, 1300, 5000, 5100], dtype="UInt64")}).to_parquet(
+        run / "captures" / f"{cell}-1.timeline.parquet")
+    text = report_md([run], tmp_path / "out")
+    assert f"![{cell}-1-timeline]({cell}-1-timeline.png)" in text
+    # guest 1000 -> host 1300 (300 ticks), guest 5000 -> host 5100 (100): median 200
+    assert "Median gap from a guest event to the next host event: 200 TSC ticks." in text
