@@ -308,3 +308,29 @@ def timeline_plot(timeline: pd.DataFrame, title: str, out_dir: Path, stem: str) 
     ax.set_xlabel("TSC ticks since the trial's first event (millions)")
     ax.set_title(title, fontsize=9)
     return _save(fig, out_dir, stem)
+
+
+def unswept_plots(table: pd.DataFrame, params: list[str], out_dir: Path) -> list[Path]:
+    """For a workload with nothing swept (dirty-log, migrate): its metrics of one unit side by
+    side, one bar per paging mode and guest with its interval: dirty logging's throughput
+    before, during and after logging (a phase plot); a migration's total, downtime, setup."""
+    made = []
+    for (workload, unit), rows in table.groupby(["workload", "unit"]):
+        if unit in ("count", "") or _swept(rows, params) or rows["metric"].nunique() < 2:
+            continue
+        rows = rows.assign(series=rows["paging_mode"] + " (" + rows["guest"] + ")")
+        metrics = list(dict.fromkeys(rows["metric"]))
+        series = list(dict.fromkeys(rows["series"]))
+        fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(metrics) + 2), 4.2))
+        width = 0.8 / len(series)
+        for i, name in enumerate(series):
+            part = rows[rows["series"] == name].set_index("metric").reindex(metrics)
+            ax.bar(np.arange(len(metrics)) + i * width, part["median"].to_numpy(float), width,
+                   yerr=_intervals(part), capsize=2, label=name)
+        ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics, fontsize=8)
+        ax.set_ylabel(f"{unit}, median with 95% interval")
+        ax.set_title(f"{workload}: {', '.join(metrics)}")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        made.append(_save(fig, out_dir, f"{workload}-{str(unit).replace('/', '-per-')}-phases"))
+    return made

@@ -35,7 +35,9 @@ from orchestrator.analysis.page import (
 from orchestrator.analysis.questions import question
 from orchestrator.analysis.stats import (
     STATS,
+    event_table,
     mode_ratios,
+    per_unit,
     present_params,
     shown,
     summary,
@@ -72,9 +74,10 @@ class Data:
     trials: pd.DataFrame
     events: pd.DataFrame
     params: list[str]
-    table: pd.DataFrame
+    table: pd.DataFrame  # per point and metric, per-unit costs included
     ratios: pd.DataFrame
     missing: pd.DataFrame
+    event_counts: pd.DataFrame  # events per trial, keyed like `table`
 
 
 def gather(runs: list[str | Path], root: Path | None) -> Data:
@@ -86,9 +89,11 @@ def gather(runs: list[str | Path], root: Path | None) -> Data:
     keys = params + (["run_id"] if trials["run_id"].nunique() > 1 else [])
     # unreadable journal lines (also warned on stderr by load) go on record in the report
     manifests = [{**t.manifest, "journal_note": t.unreadable_note()} for t in tables]
-    return Data(manifests, [t.path for t in tables], trials, events, keys,
-                summary(trials, keys),
-                mode_ratios(trials, keys), unmeasured(trials, keys))
+    table = pd.concat([summary(trials, keys), summary(per_unit(trials), keys)],
+                      ignore_index=True)
+    return Data(manifests, [t.path for t in tables], trials, events, keys, table,
+                mode_ratios(trials, keys), unmeasured(trials, keys),
+                event_table(trials, events, keys))
 
 
 def write_report(runs: list[str | Path], out_dir: Path,
@@ -96,15 +101,21 @@ def write_report(runs: list[str | Path], out_dir: Path,
     data = gather(runs, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     # matplotlib is imported only when drawing: every other verb starts faster without it
-    from orchestrator.analysis.plots import events_plot, metric_plots, ratio_plot
+    from orchestrator.analysis.plots import events_plot, metric_plots, ratio_plot, unswept_plots
 
-    figures = metric_plots(data.table, data.params, out_dir, data.missing)
+    figures = [*metric_plots(data.table, data.params, out_dir, data.missing),
+               *unswept_plots(data.table, data.params, out_dir)]
+    # events against the same axis as the timings: cause beside effect
+    event_figures = (metric_plots(data.event_counts, data.params, out_dir)
+                     if not data.event_counts.empty else [])
     blocks = [*banners(data), *run_blocks(data)]
     for workload in dict.fromkeys(data.trials["workload"]):
         ratio_fig = ratio_plot(_of(data.ratios, workload), data.params, out_dir,
                                stem=f"{workload}-mode-ratios")
         mine = [p for p in figures if p.name.startswith(f"{workload}-")]
-        blocks += workload_blocks(data, str(workload), mine + ([ratio_fig] if ratio_fig else []))
+        causes = [p for p in event_figures if p.name.startswith(f"{workload}-")]
+        blocks += workload_blocks(data, str(workload), mine + ([ratio_fig] if ratio_fig else []),
+                                  causes)
         blocks += timeline_blocks(data, str(workload), out_dir)
     events = events_plot(data.events, out_dir)
     blocks += [Heading("Events per trial"),
@@ -226,7 +237,8 @@ def fixed_params(frame: pd.DataFrame, params: list[str]) -> dict[str, object]:
             if p in frame and frame[p].notna().all() and frame[p].nunique() == 1}
 
 
-def workload_blocks(data: Data, workload: str, figures: list[Path]) -> list[Block]:
+def workload_blocks(data: Data, workload: str, figures: list[Path],
+                    event_figures: list[Path]) -> list[Block]:
     rows = _of(data.table, workload)
     kind = str(data.trials.loc[data.trials["workload"] == workload, "kind"].iloc[0])
     counters = rows["unit"].isin(COUNT_UNITS)
@@ -246,6 +258,10 @@ def workload_blocks(data: Data, workload: str, figures: list[Path]) -> list[Bloc
               empty="no two paging modes measured the same point"),
         Details("Counters (rusage and the workload's counts)", (
             Table(_columns(rows[counters], ("workload", "kind", *fixed)), empty="none"),)),
+        Details("Events per trial (the tracer's counts, measured trials only)", (
+            *(Figure(p) for p in event_figures),
+            Table(_columns(_of(data.event_counts, workload), ("workload", "kind", *fixed)),
+                  empty="no event was counted for this workload"),)),
         Text("Not measured:" if not missing.empty else
              "Every planned point was measured."),
         *([Table(_columns(missing, ("workload",)))] if not missing.empty else []),

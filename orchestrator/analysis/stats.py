@@ -136,6 +136,47 @@ def unmeasured(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+# per-unit costs that explain scaling: (kind, metric) -> (derived metric, unit, how)
+def _per_dirty_page(rows: pd.DataFrame) -> pd.Series:
+    return rows["value"] * 1000 / rows["pages"]
+
+
+def _per_pt_page(rows: pd.DataFrame) -> pd.Series:
+    per_table = rows["ptes_per_table"].fillna(512) if "ptes_per_table" in rows else 512
+    return rows["value"] / np.ceil(rows["pages"] / per_table)
+
+
+PER_UNIT = [("fork-dirty", "fork_us", "fork_ns_per_dirty_page", "ns", _per_dirty_page),
+            ("fork-dirty", "fork_us", "fork_us_per_pt_page", "us", _per_pt_page)]
+
+
+def per_unit(trials: pd.DataFrame) -> pd.DataFrame:
+    """Derived per-trial rows: fork_us per dirty page and per page-table page (the seed's
+    scaling question is whether the cost per page or per PTE page stays flat)."""
+    made = []
+    for kind, metric, name, unit, how in PER_UNIT:
+        rows = trials[(trials["kind"] == kind) & (trials["metric"] == metric)]
+        if not rows.empty and "pages" in rows:
+            made.append(rows.assign(metric=name, unit=unit, value=how(rows)))
+    return pd.concat(made, ignore_index=True) if made else trials.iloc[0:0]
+
+
+def event_table(trials: pd.DataFrame, events: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """Events per measured trial as summary rows (metric = side.event, unit events/trial),
+    keyed like the timings, so they can be drawn against the same swept axis."""
+    counted = events[events["available"].astype(bool) & events["count"].notna()]
+    if counted.empty:
+        return pd.DataFrame()
+    join = ["cell_id", "trial", "attempt"]
+    keys = [*join, *(k for k in ["kind", "accel", "outcome", "warmup", *params]
+                     if k in trials and k not in counted)]
+    ran = trials.drop_duplicates(join)[keys]
+    rows = counted.merge(ran, on=join).assign(
+        metric=lambda f: f["side"] + "." + f["event"].str.replace(":", ".", regex=False),
+        unit="events/trial", value=lambda f: f["count"].astype(float))
+    return summary(rows, params)
+
+
 def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """One run or many as one DataFrame (notebook API): `load_runs("results/latest")` or
     `load_runs([a, b])`; run_id and host columns, params as columns."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from orchestrator.analysis.questions import QUESTIONS
 from orchestrator.analysis.report import write_report
 from orchestrator.suite.kinds import KINDS
@@ -70,3 +72,48 @@ def test_a_captured_timeline_is_drawn_with_the_guest_to_host_gap(tmp_path: Path)
     assert f"![{cell}-1-timeline]({cell}-1-timeline.png)" in text
     # guest 1000 -> host 1300 (300 ticks), guest 5000 -> host 5100 (100): median 200
     assert "Median gap from a guest event to the next host event: 200 TSC ticks." in text
+
+
+def test_per_unit_costs_and_events_against_the_same_axis(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestrator.analysis.stats import event_table, per_unit, summary
+    from orchestrator.store import reader
+
+    trials = reader.load(make_run(tmp_path, "a", noisy(1), trials=6)).trials
+    derived = summary(per_unit(trials), ["pages"])
+    table = summary(trials, ["pages"])
+
+    def median(frame: pd.DataFrame, metric: str, pages: int) -> float:
+        return float(frame[(frame["metric"] == metric) & (frame["pages"] == pages)]
+                     ["median"].iloc[0])
+
+    fork = median(table, "fork_us", 1280)
+    assert median(derived, "fork_ns_per_dirty_page", 1280) == fork * 1000 / 1280
+    # 128,000 pages at 512 PTEs per page-table page: 250 page-table pages
+    assert median(derived, "fork_us_per_pt_page", 128000) == \
+        median(table, "fork_us", 128000) / 250
+    cells = trials.drop_duplicates(["cell_id", "trial"])
+    events = pd.DataFrame({"cell_id": cells["cell_id"], "trial": cells["trial"],
+                           "attempt": cells["attempt"], "side": "host",
+                           "event": "kvm:kvm_exit", "count": cells["pages"] / 10.0,
+                           "available": True})
+    counted = event_table(trials, events, ["pages"])
+    assert set(counted["metric"]) == {"host.kvm.kvm_exit"}
+    assert dict(zip(counted["pages"], counted["median"], strict=True)) == {1280: 128.0,
+                                                                           128000: 12800.0}
+
+
+def test_a_workload_with_nothing_swept_gets_its_phase_bars(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestrator.analysis.plots import unswept_plots
+
+    table = pd.DataFrame({
+        "paging_mode": ["tdp"] * 3 + ["shadow"] * 3, "guest": ["g"] * 6,
+        "workload": ["log"] * 6, "unit": ["pages/s"] * 6,
+        "metric": ["pages_per_s_off", "pages_per_s_on", "pages_per_s_after"] * 2,
+        "median": [9e5, 5e5, 9e5, 8e5, 2e5, 8e5], "ci_low": [np.nan] * 6,
+        "ci_high": [np.nan] * 6})
+    made = unswept_plots(table, [], tmp_path)
+    assert [p.name for p in made] == ["log-pages-per-s-phases.png"]
