@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from orchestrator.analysis.history import Step  # noqa: E402
 from orchestrator.analysis.stats import shown  # noqa: E402
@@ -176,6 +177,7 @@ def _line_plot(rows: pd.DataFrame, x: str, params: list[str], workload: str, met
     if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
     if x == "ptes_per_table":
         for same_setting in curves.values():
             _mark_break_even(ax, same_setting)

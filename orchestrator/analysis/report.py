@@ -34,6 +34,7 @@ from orchestrator.analysis.page import (
 )
 from orchestrator.analysis.questions import question
 from orchestrator.analysis.stats import (
+    PER_UNIT,
     STATS,
     event_table,
     mode_ratios,
@@ -50,6 +51,7 @@ PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
 COUNT_UNITS = ("count", "")
 TIMING_STATS = ["n", "median", "ci_low", "ci_high", "ci_level"]
+DERIVED = [name for _, _, name, _, _ in PER_UNIT]  # drawn after the measured metrics
 
 SUMMARY_NOTE = ("Measured trials only (ok, warm-ups excluded). ci_low..ci_high: the median's "
                 "exact binomial order-statistic interval; ci_level: the coverage it reaches "
@@ -112,7 +114,8 @@ def write_report(runs: list[str | Path], out_dir: Path,
     for workload in dict.fromkeys(data.trials["workload"]):
         ratio_fig = ratio_plot(_of(data.ratios, workload), data.params, out_dir,
                                stem=f"{workload}-mode-ratios")
-        mine = [p for p in figures if p.name.startswith(f"{workload}-")]
+        mine = sorted((p for p in figures if p.name.startswith(f"{workload}-")),
+                      key=lambda p: any(f"-{name}-" in p.name for name in DERIVED))
         causes = [p for p in event_figures if p.name.startswith(f"{workload}-")]
         blocks += workload_blocks(data, str(workload), mine + ([ratio_fig] if ratio_fig else []),
                                   causes)

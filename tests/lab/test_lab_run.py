@@ -14,12 +14,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from orchestrator.analysis.report import write_report
 from orchestrator.guests.images import build_mini
 from orchestrator.lab.l1 import NPT, Lab, LabLost, load_kvm, nested_lab
 from orchestrator.lab.run import LabRunOutcome, run_in_lab
 from orchestrator.store import reader
 from orchestrator.store.journal import read_journal
 from orchestrator.suite.loader import load_suite
+from tests.report.test_report import ARTIFACTS, opened_in_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root]
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +171,18 @@ def test_tdp_vs_shadow_suite_in_the_lab(lab_host: LabHost, tmp_path: Path) -> No
                            capture_output=True, text=True, timeout=300)
     assert "kvm_exit" in shown.stdout, shown.stderr[-500:]
     assert_guest_faults_line_up_with_kvm(outcome.run_dir)
+    assert_report_opens_in_chromium(outcome.run_dir, tmp_path)
+
+
+def assert_report_opens_in_chromium(run_dir: Path, tmp_path: Path) -> None:
+    """The report of a real nested-lab [tdp, shadow] run: the nested banner, the workload's
+    section with figures, ratios, events and timelines; every image decodes (#16)."""
+    page = write_report([run_dir], tmp_path / "report")
+    dom = opened_in_chromium(page, tmp_path, ARTIFACTS / "report-lab.png")
+    assert "Nested lab: rows with accel=nested-tcg" in dom
+    assert "<h2>fork (fork-dirty)</h2>" in dom and "How does fork() latency grow" in dom
+    assert "shadow/tdp" in dom and "Timeline: fork" in dom
+    assert "Median gap from a guest event to the next host event:" in dom
 
 
 ADDRESS_RE = r"address[= ]0x([0-9a-f]+)"
