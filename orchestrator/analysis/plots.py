@@ -130,25 +130,30 @@ def _bar_plot(rows: pd.DataFrame, swept: list[str], workload: str, metric: str, 
               out_dir: Path, missing: str) -> Path:
     """One bar per measured cell: its swept values, one colour per paging mode and guest;
     e.g. ns/page one PTE per fault vs populate, anonymous and file-backed."""
-    labelled = rows.assign(point=rows.apply(lambda r: _setting(r, swept), axis=1),
-                           series=rows["paging_mode"] + " (" + rows["guest"] + ")")
-    points = list(dict.fromkeys(labelled["point"]))
-    series = list(dict.fromkeys(labelled["series"]))
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(points) + 2), 4.2))
-    width = 0.8 / len(series)
-    for i, name in enumerate(series):
-        part = labelled[labelled["series"] == name].set_index("point").reindex(points)
-        xs = np.arange(len(points)) + i * width
-        ax.bar(xs, part["median"].to_numpy(float), width, yerr=_intervals(part), capsize=2,
-               label=name)
-    ax.set_xticks(np.arange(len(points)) + 0.4 - width / 2, points, rotation=20, ha="right",
-                  fontsize=8)
+    labelled = rows.assign(point=rows.apply(lambda r: _setting(r, swept), axis=1))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * labelled["point"].nunique() + 2), 4.2))
+    _grouped_bars(ax, labelled, "point")
     ax.set_ylabel(f"{metric} ({unit}), median with 95% interval")
     ax.set_title(f"{workload}: {metric} by {'+'.join(swept)}")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     _note(fig, missing)
     return _save(fig, out_dir, f"{workload}-{metric}-by-{'+'.join(swept)}")
+
+
+def _grouped_bars(ax: Axes, rows: pd.DataFrame, category: str) -> None:
+    """One group of bars per value of `category`, one bar per paging mode and guest, each
+    with its interval."""
+    rows = rows.assign(series=rows["paging_mode"] + " (" + rows["guest"] + ")")
+    groups = list(dict.fromkeys(rows[category]))
+    series = list(dict.fromkeys(rows["series"]))
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
+        part = rows[rows["series"] == name].set_index(category).reindex(groups)
+        ax.bar(np.arange(len(groups)) + i * width, part["median"].to_numpy(float), width,
+               yerr=_intervals(part), capsize=2, label=name)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, rotation=20, ha="right",
+                  fontsize=8)
 
 
 def x_values(rows: pd.DataFrame, x: str) -> np.ndarray:
@@ -320,16 +325,9 @@ def unswept_plots(table: pd.DataFrame, params: list[str], out_dir: Path) -> list
     for (workload, unit), rows in table.groupby(["workload", "unit"]):
         if unit in ("count", "") or _swept(rows, params) or rows["metric"].nunique() < 2:
             continue
-        rows = rows.assign(series=rows["paging_mode"] + " (" + rows["guest"] + ")")
         metrics = list(dict.fromkeys(rows["metric"]))
-        series = list(dict.fromkeys(rows["series"]))
         fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(metrics) + 2), 4.2))
-        width = 0.8 / len(series)
-        for i, name in enumerate(series):
-            part = rows[rows["series"] == name].set_index("metric").reindex(metrics)
-            ax.bar(np.arange(len(metrics)) + i * width, part["median"].to_numpy(float), width,
-                   yerr=_intervals(part), capsize=2, label=name)
-        ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics, fontsize=8)
+        _grouped_bars(ax, rows, "metric")
         ax.set_ylabel(f"{unit}, median with 95% interval")
         ax.set_title(f"{workload}: {', '.join(metrics)}")
         ax.grid(True, axis="y", alpha=0.3)
