@@ -152,6 +152,20 @@ def _on_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def stat_fields(path: Path) -> tuple[str, list[str]] | None:
+    """A /proc/PID/stat file as (command name, the fields after it), or None if unreadable.
+    The name sits in parentheses and may hold spaces and parentheses itself, so the fields
+    start after the last ')': state first, then ppid, ... (field 3 onwards of proc(5))."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (OSError, ValueError):
+        return None
+    head, paren, rest = text.rpartition(")")
+    if not paren or "(" not in head:
+        return None
+    return head[head.index("(") + 1:], rest.split()
+
+
 def tail(text: str, limit: int = TAIL_CHARS) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator import proc
 from orchestrator.host.host_prep import BOOST, conditions, read_setting, selected
 
 ASLR = "proc/sys/kernel/randomize_va_space"
@@ -28,14 +29,10 @@ SAMPLE_S = 0.25
 def _cpu_ticks(root: Path) -> dict[int, tuple[str, int]]:
     """pid -> (command name, user+system clock ticks so far), for every process now."""
     ticks: dict[int, tuple[str, int]] = {}
-    for stat in root.glob("proc/[0-9]*/stat"):
-        text = read_setting(stat)
-        if not text or ")" not in text:
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text[text.rindex(")") + 2:].split()
-        if len(fields) > 12:  # utime, stime are fields 14 and 15 of stat, 12 and 13 here
-            ticks[int(stat.parent.name)] = (name, int(fields[11]) + int(fields[12]))
+    for path in root.glob("proc/[0-9]*/stat"):
+        stat = proc.stat_fields(path)
+        if stat and len(stat[1]) > 12:  # utime, stime: fields 14, 15 of stat; 12, 13 here
+            ticks[int(path.parent.name)] = (stat[0], int(stat[1][11]) + int(stat[1][12]))
     return ticks
 
 

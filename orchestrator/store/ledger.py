@@ -69,11 +69,8 @@ ARGV_CHARS = 160
 def start_time(pid: int) -> int | None:
     """The process's start time (clock ticks after boot), or None if there is no such
     process or it is a zombie (it has let go of its memory, files and /dev/kvm already)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = text.rsplit(")", 1)[-1].split()  # comm, in parentheses, may hold spaces
+    stat = proc.stat_fields(Path(f"/proc/{pid}/stat"))
+    fields = stat[1] if stat else []
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])  # field 22 overall: the 20th after comm
