@@ -1,0 +1,110 @@
+"""The guest-side command runner: one long-lived SSH channel that runs commands one at a time.
+
+A channel per command costs the server a session each time: OpenSSH forks a session child
+and a login shell, dropbear also re-seeds its random pool from /proc in every child (about
+7 ms on the host, far more under TCG). The runner is a POSIX shell loop started once on its
+own channel: it reads one line per command ("NONCE COMMAND"), evals COMMAND with stdin from
+/dev/null (so it runs exactly as `sh -c COMMAND` would), then writes "NONCE STATUS" on stdout
+and "NONCE" on stderr. The command's own output goes straight to the channel before them, so
+the client has all of it once both markers are in. The nonce is fresh per command, so nothing
+a workload prints can end its own output early.
+
+Semantics kept from a channel per command: the same argv (quoted the same way), stdin at EOF,
+stdout and stderr apart, the exit status; a command killed by a signal reports -1 (what the
+SSH servers report for a signal death), a shell can only say 128+N, so 129..192 map to -1.
+"""
+
+from __future__ import annotations
+
+import secrets
+import select
+import shlex
+import time
+
+import paramiko
+
+# `read -r` takes one line; a newline inside an argument travels as "$NL" (see encode)
+SCRIPT = """NL='
+'
+printf '%s 0\\n' "$1"; printf '%s\\n' "$1" >&2
+while IFS= read -r line; do
+  nonce=${line%% *}
+  eval "${line#* }" </dev/null
+  status=$?
+  printf '%s %d\\n' "$nonce" "$status"
+  printf '%s\\n' "$nonce" >&2
+done
+"""
+NEWLINE_IN_QUOTES = "'\"$NL\"'"
+SIGNALLED = range(129, 193)  # 128 + signal number, as a shell reports a signal death
+
+
+class RunnerGone(EOFError):
+    """The runner's channel ended (the runner was killed, or the connection died)."""
+
+
+def encode(nonce: str, command: str) -> bytes:
+    """One request line. A shell-quoted command holds newlines only inside single quotes
+    (shlex.quote quotes anything with one), so each becomes '"$NL"': close the quote, the
+    runner's newline, reopen."""
+    return (nonce + " " + command.replace("\n", NEWLINE_IN_QUOTES) + "\n").encode()
+
+
+class Runner:
+    """The runner on one channel of `transport`; `call` runs one command line through it."""
+
+    def __init__(self, transport: paramiko.Transport, deadline_s: float) -> None:
+        self.channel = transport.open_session(timeout=deadline_s)
+        ready = secrets.token_hex(8)
+        self.channel.exec_command(shlex.join(["exec", "/bin/sh", "-c", SCRIPT, "orch-runner",
+                                              ready]))
+        # whatever the login shell printed before the loop started is dropped with the marker
+        _collect(self.channel, ready, time.monotonic() + deadline_s)
+
+    def call(self, command: str, deadline: float) -> tuple[bytes, bytes, int]:
+        """(stdout, stderr, status) of one command; TimeoutError past `deadline`, RunnerGone
+        if the runner's channel ends first (either leaves the runner unusable)."""
+        nonce = secrets.token_hex(8)
+        self.channel.sendall(encode(nonce, command))
+        out, err, status = _collect(self.channel, nonce, deadline)
+        return out, err, -1 if status in SIGNALLED else status
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _collect(channel: paramiko.Channel, nonce: str, deadline: float) -> tuple[bytes, bytes, int]:
+    """Reads both streams until each carries the nonce's marker; blocks in select, never
+    polls, so an answer is taken the moment it arrives."""
+    out, err = bytearray(), bytearray()
+    mark = nonce.encode()
+    done_out: tuple[bytes, int] | None = None
+    done_err = False
+    while done_out is None or not done_err:
+        if channel.recv_ready():
+            out += channel.recv(65536)
+            done_out = _status_line(out, mark)
+        elif channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            done_err = err.endswith(mark + b"\n")
+        elif channel.eof_received or channel.closed:
+            raise RunnerGone("the runner's channel ended")
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no answer from the runner before the deadline")
+            select.select([channel], [], [], remaining)
+    body, status = done_out
+    return body, bytes(err[:len(err) - len(mark) - 1]), status
+
+
+def _status_line(out: bytearray, mark: bytes) -> tuple[bytes, int] | None:
+    """(the command's stdout, its status) once "NONCE STATUS\\n" has arrived, else None. The
+    marker ends the stream, so it is searched for from the end."""
+    if not out.endswith(b"\n"):
+        return None
+    at = out.rfind(mark + b" ")
+    if at < 0:
+        return None
+    tail = out[at + len(mark) + 1:-1]
+    return (bytes(out[:at]), int(tail)) if tail.lstrip(b"-").isdigit() else None
