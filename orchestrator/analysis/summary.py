@@ -22,7 +22,9 @@ one run:
      "journal": {"unreadable": N, "lines": [{"line": N, "problem": TEXT}]},  (first 1000)
      "summary": [{"paging_mode", "accel", "guest", "workload", "params": {NAME: VALUE},
                   "metric", "unit", "n", "median", "min", "max"}],
-     "events": [{"paging_mode", "side", "event", "median"}]}
+     "events": [{"paging_mode", "side", "event", "median"}],
+     "time": {"wall_s", "trials_s", "trials", "trial_median_s", "setup_s", "other_s",
+              "efficiency"} | null}              (analysis/efficiency.py)
 
 "trials" counts the attempt that counts of every trial, warm-ups included; "summary" only
 measured trials (ok, not warm-ups).
@@ -39,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.analysis import stats
+from orchestrator.analysis.efficiency import budget_line, time_budget
 from orchestrator.errors import ExitCode
 from orchestrator.store import reader, rundir
 
@@ -216,6 +219,9 @@ def print_summary(tables: reader.RunTables) -> None:
           f"git {manifest.get('git_rev', '?')[:12]}")
     print(f"host {manifest.get('host', {}).get('hostname')}  "
           f"started {manifest.get('started_at')}  ended {manifest.get('ended_at')}")
+    budget = time_budget(trials, manifest)
+    if budget is not None:
+        print(budget_line(budget))
     for _, row in _not_ok(trials).head(10).iterrows():
         print(f"  {row['outcome']}: {row['paging_mode']}/{row['guest']} {row['workload']}: "
               f"{row['reason']}")
@@ -246,6 +252,7 @@ def run_json(tables: reader.RunTables) -> dict[str, Any]:
                     "lines": [{"line": p.line, "problem": p.what} for p in tables.problems]},
         "summary": _summary_json(trials, manifest),
         "events": _events_json(tables.events),
+        "time": time_budget(trials, manifest),
     }
 
 

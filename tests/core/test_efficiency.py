@@ -1,0 +1,98 @@
+"""Where a run's wall time went (`orchestrate results`): trials, the first boot of each guest in
+each mode with its mode switch, and the rest; efficiency = (trials + setup) / wall."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator.analysis.efficiency import budget_line, time_budget
+from orchestrator.analysis.summary import print_summary, run_json
+from orchestrator.model import Metric, Outcome, TrialRecord
+from orchestrator.store import reader, rundir
+from orchestrator.store.journal import Journal
+from orchestrator.store.tables import finalize_tables
+
+T0 = 1.7e9
+START = datetime.fromtimestamp(T0, UTC).isoformat()
+
+
+def rows(*trials: tuple[str, str, float, float]) -> pd.DataFrame:
+    """(mode, guest, start offset s, duration s) per trial; two metric rows each, as in a
+    real trials table (one row per metric)."""
+    out = []
+    for i, (mode, guest, at, took) in enumerate(trials):
+        for metric in ("a", "b"):
+            out.append({"cell_id": f"c{i}", "trial": 0, "attempt": 1, "metric": metric,
+                        "paging_requested": mode, "guest": guest, "duration_s": took,
+                        "started_at": pd.Timestamp(T0 + at, unit="s", tz="UTC")})
+    return pd.DataFrame(out)
+
+
+def manifest(ended: float | None) -> dict[str, object]:
+    out: dict[str, object] = {"started_at": START}
+    if ended is not None:
+        out["ended_at"] = datetime.fromtimestamp(T0 + ended, UTC).isoformat()
+    return out
+
+
+def test_the_gap_before_each_guests_first_trial_in_a_mode_is_setup() -> None:
+    trials = rows(("tdp", "g", 10, 1), ("tdp", "g", 11, 1),   # 10 s to switch and boot
+                  ("tdp", "h", 20, 1),                       # 8 s to boot h
+                  ("tdp", "h", 25, 1),                       # 4 s lost mid-point: other
+                  ("shadow", "g", 40, 2))                    # 14 s to switch and boot
+    budget = time_budget(trials, manifest(50))
+    assert budget is not None
+    assert budget["wall_s"] == pytest.approx(50)
+    assert budget["trials"] == 5  # trials, not metric rows
+    assert budget["trials_s"] == pytest.approx(6)
+    assert budget["setup_s"] == pytest.approx(10 + 8 + 14)
+    assert budget["other_s"] == pytest.approx(50 - 6 - 32)
+    assert budget["efficiency"] == pytest.approx(38 / 50)
+    assert budget["trial_median_s"] == pytest.approx(1)
+
+
+def test_a_run_without_an_end_is_measured_to_its_last_trial() -> None:
+    budget = time_budget(rows(("tdp", "g", 2, 1), ("tdp", "g", 3, 1)), manifest(None))
+    assert budget is not None
+    assert budget["wall_s"] == pytest.approx(4)
+    assert budget["efficiency"] == pytest.approx(1.0)
+
+
+def test_no_trials_or_no_start_gives_no_budget() -> None:
+    assert time_budget(rows(), manifest(5)) is None
+    assert time_budget(rows(("tdp", "g", 2, 1)), {}) is None
+
+
+def test_the_line_says_the_efficiency_first() -> None:
+    budget = time_budget(rows(("tdp", "g", 10, 0.002), ("tdp", "g", 11, 0.002)), manifest(20))
+    assert budget is not None
+    line = budget_line(budget)
+    assert line.startswith("efficiency 50% of 20.0 s wall: trials ")
+    assert "2 at a median 2.0 ms" in line
+    assert "first boots and mode switches 10.0 s (50%)" in line
+
+
+def test_results_json_and_text_carry_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    run_dir = rundir.new_run_dir(tmp_path, "s")
+    rundir.RunDir(run_dir).create_manifest({
+        "run_id": run_dir.name, "suite_name": "s", "status": "done", "started_at": START,
+        "ended_at": datetime.fromtimestamp(T0 + 30, UTC).isoformat(), "param_columns": {}})
+    with Journal(run_dir) as journal:
+        for trial in range(3):
+            journal.append(TrialRecord(
+                cell_id="c1", trial=trial, warmup=False, paging_requested="tdp",
+                paging_mode="tdp", accel="kvm", guest="g", workload="noop", kind="noop",
+                params={}, outcome=Outcome.OK, started_at=T0 + 20 + trial, duration_s=0.5,
+                metrics=(Metric("noop_ns", 80.0, "ns"),)))
+    finalize_tables(run_dir)
+    tables = reader.load(run_dir, tmp_path, quiet=True)
+    budget = run_json(tables)["time"]
+    assert budget["setup_s"] == pytest.approx(20)
+    assert budget["efficiency"] == pytest.approx(21.5 / 30)
+    print_summary(tables)
+    assert "efficiency 72% of 30.0 s wall" in capsys.readouterr().out
