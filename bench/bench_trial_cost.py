@@ -34,7 +34,8 @@ from orchestrator.guests.libvirt_domain import DEFAULT_URI
 from orchestrator.guests.spec import DomainSpec, pick_free_port
 from orchestrator.settings import current
 
-Row = tuple[str, list[float], list[float]]  # name, now (ms), before (ms)
+Row = tuple[str, list[float], list[float], dict[str, float]]  # name, now, before, parts (ms)
+PARTS = {"ssh": ":", "spawn": "{noop}", "kill wrapper": "timeout -s KILL 30 {noop}"}
 
 
 def median_ms(samples: list[float]) -> float:
@@ -103,11 +104,22 @@ def old_way(port: int, key: Path, host_key: str, argv: list[str], n: int) -> lis
         client.close()
 
 
-def now_way(port: int, key: Path, host_key: str, argv: list[str], n: int) -> list[float]:
+def now_way(port: int, key: Path, host_key: str, argv: list[str],
+            n: int) -> tuple[list[float], dict[str, float]]:
+    """GuestSession.run(argv) n times, and the medians of its parts through the runner: the
+    SSH round trip alone (a shell builtin), + spawning the program, + the guest-side kill."""
     with ssh.GuestSession("127.0.0.1", port, user="root", key=key, host_key=host_key,
                           connect_timeout=30) as session:
         session.run(argv, timeout=30)  # the runner starts on first use: not a trial's cost
-        return timed(lambda: session.run(argv, timeout=30), n)
+        samples = timed(lambda: session.run(argv, timeout=30), n)
+        runner = session._runner
+        assert runner is not None
+        parts = {}
+        for name, line in PARTS.items():
+            command = line.format(noop=argv[0])
+            parts[name] = median_ms(timed(
+                lambda c=command: runner.call(c, time.monotonic() + 30), n))  # type: ignore[misc]
+        return samples, parts
 
 
 def loopback_rows(n: int) -> list[Row]:
@@ -121,7 +133,8 @@ def loopback_rows(n: int) -> list[Row]:
         with tempfile.TemporaryDirectory() as tmp, loopback_sshd(Path(tmp), server) as running:
             args = (running.port, running.client_key, running.host_key, [noop])
             shell = "" if running.clean_shell else ", root's own login shell"
-            rows.append((f"loopback {server}{shell}", now_way(*args, n), old_way(*args, n)))
+            now, parts = now_way(*args, n)
+            rows.append((f"loopback {server}{shell}", now, old_way(*args, n), parts))
     return rows
 
 
@@ -141,16 +154,19 @@ def guest_row(image: Image, n: int) -> Row:
                           boot_timeout=600, launcher="qemu") as (_, session):
             session.close()  # the two ways below open their own connections
             args = (spec.ssh_port, key, image.host_key_pub, [f"{GUEST_BIN}/noop"])
-            return f"{image.kind} guest (TCG)", now_way(*args, n), old_way(*args, n)
+            now, parts = now_way(*args, n)
+            return f"{image.kind} guest (TCG)", now, old_way(*args, n), parts
 
 
 def report(rows: list[Row], floor_ms: float) -> None:
-    print(f"{'':34} {'median':>8} {'p90':>8} {'/floor':>7}   {'before':>8} {'/floor':>7}")
-    for name, now, before in rows:
+    print(f"{'':34} {'median':>8} {'p90':>8} {'/floor':>7}   {'before':>8} {'/floor':>7}   "
+          "parts: ssh, +spawn noop, +kill wrapper")
+    for name, now, before, parts in rows:
         p90 = sorted(now)[int(len(now) * 0.9)]
         b = median_ms(before)
+        said = ", ".join(f"{parts[p]:.2f}" for p in PARTS)
         print(f"{name:34} {median_ms(now):7.2f}ms {p90:7.2f}ms {median_ms(now) / floor_ms:6.1f}x"
-              f"   {b:7.2f}ms {b / floor_ms:6.1f}x")
+              f"   {b:7.2f}ms {b / floor_ms:6.1f}x   {said} ms")
 
 
 def main() -> None:
