@@ -12,6 +12,8 @@ a workload prints can end its own output early.
 Semantics kept from a channel per command: the same argv (quoted the same way), stdin at EOF,
 stdout and stderr apart, the exit status; a command killed by a signal reports -1 (what the
 SSH servers report for a signal death), a shell can only say 128+N, so 129..192 map to -1.
+A command's background child that keeps the runner's stdout or stderr open would have what it
+prints later land in a later command's output; the harness's own (dirty.py) redirect theirs.
 """
 
 from __future__ import annotations
@@ -56,10 +58,14 @@ class Runner:
     def __init__(self, transport: paramiko.Transport, deadline_s: float) -> None:
         self.channel = transport.open_session(timeout=deadline_s)
         ready = secrets.token_hex(8)
-        self.channel.exec_command(shlex.join(["exec", "/bin/sh", "-c", SCRIPT, "orch-runner",
-                                              ready]))
-        # whatever the login shell printed before the loop started is dropped with the marker
-        _collect(self.channel, ready, time.monotonic() + deadline_s)
+        try:
+            self.channel.exec_command(shlex.join(["exec", "/bin/sh", "-c", SCRIPT,
+                                                  "orch-runner", ready]))
+            # what the login shell printed before the loop started is dropped with the marker
+            _collect(self.channel, ready, time.monotonic() + deadline_s)
+        except BaseException:
+            self.channel.close()
+            raise
 
     def call(self, command: str, deadline: float) -> tuple[bytes, bytes, int]:
         """(stdout, stderr, status) of one command; TimeoutError past `deadline`, RunnerGone
