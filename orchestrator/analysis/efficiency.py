@@ -1,17 +1,19 @@
 """Where a run's wall time went (issue #21), from what every run records: each trial's start
-and host-side duration, and the run's start and end in its manifest.
+and host-side duration, the run's start and end, and each guest's measured empty trial.
 
-- trials: the sum of every attempt's duration (warm-ups included): sending the command,
-  the workload, its tracing window, the answer. A trial's exec cost is inside it, which is
-  why its median is shown beside the sum (an empty trial costs ~2 ms since #21, ~50-85 ms
-  before).
-- setup: the gap before the first trial of each guest in each paging mode (the mode
-  switch, if the mode changed, and the guest's boot): the one boot per guest and mode and
-  the one switch per mode a suite cannot avoid.
+- workload: every attempt's duration (warm-ups included) less its guest's exec cost, the
+  median empty trial (`true`) measured at boot (manifest guests[MODE/GUEST].empty_trial_s;
+  a run from before #21 has none, and then its whole trials count as workload).
+- exec: that cost times the trials run in the guest: SSH, the guest-side kill wrapper and
+  process creation, what a big sweep of short trials pays per trial (~2 ms against a loopback
+  sshd since #21, 50-85 ms before).
+- setup: the gap before the first trial of each guest in each paging mode (the mode switch,
+  if the mode changed, and the guest's boot): the one boot per guest and mode and the one
+  switch per mode a suite cannot avoid.
 - other: the rest (gaps between trials, guests booted again mid-point, planning, host
   checks, writing the tables).
 
-efficiency = (trials + setup) / wall. A resumed run's wall time includes the time it was
+efficiency = (workload + setup) / wall. A resumed run's wall time includes the time it was
 stopped, so its efficiency is a lower bound.
 """
 
@@ -20,12 +22,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
 def time_budget(trials: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """{"wall_s", "trials_s", "trials", "trial_median_s", "setup_s", "other_s",
-    "efficiency"}, or None for a run without timed trials or a start in its manifest."""
+    """{"wall_s", "workload_s", "exec_s", "trials", "trial_median_s", "setup_s", "other_s",
+    "efficiency"}, or None for a run without trials or a start in its manifest."""
     begun = _epoch(manifest.get("started_at"))
     if trials.empty or begun is None:
         return None
@@ -35,16 +38,31 @@ def time_budget(trials: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any
     ends = starts + durations
     last = float(ends.max())
     wall = max((_epoch(manifest.get("ended_at")) or last) - begun, last - begun)
+    exec_cost = np.minimum(durations, _exec_costs(rows, manifest.get("guests", {})))
+    setup = _setup(rows, starts, ends, begun)
+    workload = float(durations.sum() - exec_cost.sum())
+    return {"wall_s": wall, "workload_s": workload, "exec_s": float(exec_cost.sum()),
+            "trials": len(rows), "trial_median_s": float(np.median(durations)),
+            "setup_s": setup, "other_s": max(0.0, wall - float(durations.sum()) - setup),
+            "efficiency": (workload + setup) / wall if wall > 0 else None}
+
+
+def _exec_costs(rows: pd.DataFrame, guests: dict[str, Any]) -> np.ndarray:
+    """Each trial's exec cost: its guest's empty trial (0 where none was measured)."""
+    cost = {key: float(facts.get("empty_trial_s") or 0.0) for key, facts in guests.items()
+            if isinstance(facts, dict)}
+    keys = rows["paging_mode"].astype(str) + "/" + rows["guest"].astype(str)
+    return keys.map(lambda k: cost.get(k, 0.0)).to_numpy(dtype=float)
+
+
+def _setup(rows: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, begun: float) -> float:
+    """The gaps before each guest's first trial in each mode."""
     groups = list(zip(rows["paging_requested"], rows["guest"], strict=True))
     setup = 0.0
     for i, group in enumerate(groups):
-        if i == 0 or group != groups[i - 1]:  # a guest's first trial in its mode
-            setup += max(0.0, starts[i] - (float(ends[i - 1]) if i else begun))
-    spent = float(durations.sum())
-    return {"wall_s": wall, "trials_s": spent, "trials": len(rows),
-            "trial_median_s": float(pd.Series(durations).median()), "setup_s": setup,
-            "other_s": max(0.0, wall - spent - setup),
-            "efficiency": (spent + setup) / wall if wall > 0 else None}
+        if i == 0 or group != groups[i - 1]:
+            setup += max(0.0, float(starts[i]) - (float(ends[i - 1]) if i else begun))
+    return setup
 
 
 def budget_line(budget: dict[str, Any]) -> str:
@@ -57,10 +75,10 @@ def budget_line(budget: dict[str, Any]) -> str:
 
     efficiency = budget["efficiency"]
     said = "n/a" if efficiency is None else f"{efficiency:.0%}"
-    return (f"efficiency {said} of {_duration(wall)} wall: trials {part(budget['trials_s'])}, "
-            f"{budget['trials']} at a median {budget['trial_median_s'] * 1e3:.1f} ms; "
-            f"first boots and mode switches {part(budget['setup_s'])}; "
-            f"other {part(budget['other_s'])}")
+    return (f"efficiency {said} of {_duration(wall)} wall: workload {part(budget['workload_s'])}"
+            f", first boots and mode switches {part(budget['setup_s'])}; per-trial exec "
+            f"{part(budget['exec_s'])} ({budget['trials']} trials, median trial "
+            f"{budget['trial_median_s'] * 1e3:.1f} ms); other {part(budget['other_s'])}")
 
 
 def _epoch(text: object) -> float | None:

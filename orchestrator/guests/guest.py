@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -125,7 +127,20 @@ def guest_facts(session: GuestSession) -> dict[str, Any]:
                                        if not w.startswith("orch.ssh_key="))
     facts["pti"] = next((w.split("=", 1)[1] for w in cmdline.split() if w.startswith("pti=")),
                         "default")
+    facts["empty_trial_s"] = empty_trial_s(session)
     return facts
+
+
+def empty_trial_s(session: GuestSession, samples: int = 7) -> float:
+    """The median seconds of an empty trial (`true`) on this session: what every trial pays
+    beyond its workload. `orchestrate results` takes it off each trial to tell workload time
+    from exec cost (analysis/efficiency.py)."""
+    costs = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        session.run(["true"], timeout=30)
+        costs.append(time.perf_counter() - start)
+    return statistics.median(costs)
 
 
 @contextmanager

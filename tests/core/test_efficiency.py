@@ -1,5 +1,6 @@
-"""Where a run's wall time went (`orchestrate results`): trials, the first boot of each guest in
-each mode with its mode switch, and the rest; efficiency = (trials + setup) / wall."""
+"""Where a run's wall time went (`orchestrate results`): the workload, the first boot of each
+guest in each mode with its mode switch, each trial's exec cost, and the rest;
+efficiency = (workload + setup) / wall."""
 
 from __future__ import annotations
 
@@ -27,13 +28,15 @@ def rows(*trials: tuple[str, str, float, float]) -> pd.DataFrame:
     for i, (mode, guest, at, took) in enumerate(trials):
         for metric in ("a", "b"):
             out.append({"cell_id": f"c{i}", "trial": 0, "attempt": 1, "metric": metric,
-                        "paging_requested": mode, "guest": guest, "duration_s": took,
+                        "paging_requested": mode, "paging_mode": mode, "guest": guest, "duration_s": took,
                         "started_at": pd.Timestamp(T0 + at, unit="s", tz="UTC")})
     return pd.DataFrame(out)
 
 
-def manifest(ended: float | None) -> dict[str, object]:
-    out: dict[str, object] = {"started_at": START}
+def manifest(ended: float | None, **guests: float) -> dict[str, object]:
+    """guests: "MODE_GUEST"=its empty trial's seconds."""
+    out: dict[str, object] = {"started_at": START, "guests": {
+        k.replace("_", "/"): {"empty_trial_s": v} for k, v in guests.items()}}
     if ended is not None:
         out["ended_at"] = datetime.fromtimestamp(T0 + ended, UTC).isoformat()
     return out
@@ -48,11 +51,22 @@ def test_the_gap_before_each_guests_first_trial_in_a_mode_is_setup() -> None:
     assert budget is not None
     assert budget["wall_s"] == pytest.approx(50)
     assert budget["trials"] == 5  # trials, not metric rows
-    assert budget["trials_s"] == pytest.approx(6)
+    assert budget["workload_s"] == pytest.approx(6)  # no exec cost measured: all workload
+    assert budget["exec_s"] == 0
     assert budget["setup_s"] == pytest.approx(10 + 8 + 14)
     assert budget["other_s"] == pytest.approx(50 - 6 - 32)
     assert budget["efficiency"] == pytest.approx(38 / 50)
     assert budget["trial_median_s"] == pytest.approx(1)
+
+
+def test_each_guests_empty_trial_is_exec_cost_not_workload() -> None:
+    trials = rows(("tdp", "g", 10, 0.5), ("tdp", "g", 11, 0.5), ("tdp", "h", 12, 0.01),
+                  ("native", "host", 13, 0.5))
+    budget = time_budget(trials, manifest(20, tdp_g=0.1, tdp_h=0.2))
+    assert budget is not None
+    assert budget["exec_s"] == pytest.approx(0.1 + 0.1 + 0.01)  # never more than the trial
+    assert budget["workload_s"] == pytest.approx(1.51 - 0.21)
+    assert budget["efficiency"] == pytest.approx((1.3 + budget["setup_s"]) / 20)
 
 
 def test_a_run_without_an_end_is_measured_to_its_last_trial() -> None:
@@ -71,9 +85,9 @@ def test_the_line_says_the_efficiency_first() -> None:
     budget = time_budget(rows(("tdp", "g", 10, 0.002), ("tdp", "g", 11, 0.002)), manifest(20))
     assert budget is not None
     line = budget_line(budget)
-    assert line.startswith("efficiency 50% of 20.0 s wall: trials ")
-    assert "2 at a median 2.0 ms" in line
+    assert line.startswith("efficiency 50% of 20.0 s wall: workload ")
     assert "first boots and mode switches 10.0 s (50%)" in line
+    assert "(2 trials, median trial 2.0 ms)" in line
 
 
 def test_results_json_and_text_carry_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -94,5 +108,6 @@ def test_results_json_and_text_carry_it(tmp_path: Path, capsys: pytest.CaptureFi
     budget = run_json(tables)["time"]
     assert budget["setup_s"] == pytest.approx(20)
     assert budget["efficiency"] == pytest.approx(21.5 / 30)
+    assert budget["exec_s"] == 0  # the run recorded no guest facts
     print_summary(tables)
     assert "efficiency 72% of 30.0 s wall" in capsys.readouterr().out
