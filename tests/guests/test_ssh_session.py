@@ -12,6 +12,7 @@ import pytest
 
 from bench.loopback_sshd import SERVERS, Server, available, loopback_sshd
 from orchestrator.errors import HarnessError
+from orchestrator.guests.guest import empty_trial_s
 from orchestrator.guests.ssh import GuestSession
 from orchestrator.proc import CommandError
 
@@ -113,3 +114,7 @@ def test_another_host_key_is_refused(server: Server, tmp_path: Path) -> None:
     assert other != server.host_key
     with pytest.raises(HarnessError, match="host key mismatch"):
         connect(server, other)
+
+
+def test_the_empty_trial_a_guest_records_is_timed_on_its_session(session: GuestSession) -> None:
+    assert 0 < empty_trial_s(session, samples=3) < 30
