@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis import compatibility
+from orchestrator.analysis import compatibility, reference
 from orchestrator.analysis.intervals import trials_needed
 from orchestrator.analysis.page import (
     Banner,
@@ -103,7 +103,13 @@ def write_report(runs: list[str | Path], out_dir: Path,
     data = gather(runs, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     # matplotlib is imported only when drawing: every other verb starts faster without it
-    from orchestrator.analysis.plots import events_plot, metric_plots, ratio_plot, unswept_plots
+    from orchestrator.analysis.plots import (
+        events_plot,
+        metric_plots,
+        ratio_plot,
+        reference_plot,
+        unswept_plots,
+    )
 
     figures = [*metric_plots(data.table, data.params, out_dir, data.missing),
                *unswept_plots(data.table, data.params, out_dir)]
@@ -111,6 +117,13 @@ def write_report(runs: list[str | Path], out_dir: Path,
     event_figures = (metric_plots(data.event_counts, data.params, out_dir)
                      if not data.event_counts.empty else [])
     blocks = [*banners(data), *run_blocks(data)]
+    for ref in reference.references(data.manifests):  # a seed's figures beside ours, first
+        curves = reference.growth_curves(data.table, ref) if ref.get("series") else []
+        figure = reference_plot(curves, str(ref["axis"]), f"seed {ref['seed']}: growth, theirs "
+                                f"and ours", out_dir, f"reference-{ref['seed']}-{ref['workload']}"
+                                ) if curves else None
+        blocks += reference.blocks(data.table, data.ratios, data.trials, data.params, ref,
+                                   figure)
     for workload in dict.fromkeys(data.trials["workload"]):
         ratio_fig = ratio_plot(_of(data.ratios, workload), data.params, out_dir,
                                stem=f"{workload}-mode-ratios")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.analysis.plots import crossings
 from orchestrator.analysis.report import write_report
+from orchestrator.analysis.stats import crossings
 from tests.report.conftest import make_run, noisy
 
 ROOT = Path(__file__).resolve().parents[2]
