@@ -324,15 +324,16 @@ def unswept_plots(table: pd.DataFrame, params: list[str], out_dir: Path) -> list
     return made
 
 
-def reference_plot(curves: list[tuple[str, bool, np.ndarray, np.ndarray]], axis: str,
+def reference_plot(curves: list[tuple[str, int, bool, np.ndarray, np.ndarray]], axis: str,
                    title: str, out_dir: Path, stem: str) -> Path:
     """Published and measured curves, each divided by its own first value: shapes only, since
-    their platform's absolute times say nothing of ours. Theirs dashed, ours solid."""
+    their platform's absolute times say nothing of ours. Theirs dashed, ours solid, a series
+    and the mode of ours that plays it in one colour."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for label, theirs, xs, ys in curves:
+    for label, index, theirs, xs, ys in curves:
         ax.plot(xs, ys, linestyle="--" if theirs else "-", marker="s" if theirs else "o",
-                label=label)
-    xs_all = np.concatenate([xs for _, _, xs, _ in curves])
+                color=f"C{index}", label=label)
+    xs_all = np.concatenate([xs for _, _, _, xs, _ in curves])
     if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
         ax.set_xscale("log")
         ax.set_yscale("log")

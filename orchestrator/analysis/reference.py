@@ -58,10 +58,15 @@ def _at(rows: pd.DataFrame, x: float) -> pd.Series | None:
     return hit.iloc[0] if len(hit) == 1 else None
 
 
+def _num(value: float) -> str:
+    """813 and 37,552 as the threads print them; small values to 3 significant digits."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _ours_text(row: pd.Series | None) -> str:
     if row is None:
         return "not measured"
-    return (f"{row['median']:.4g} [{row['ci_low']:.4g}, {row['ci_high']:.4g}] "
+    return (f"{_num(row['median'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}] "
             f"(n={int(row['n'])})")
 
 
@@ -72,9 +77,9 @@ def values_table(table: pd.DataFrame, ref: dict[str, Any]) -> pd.DataFrame:
     for series in ref["series"]:
         theirs, ours = _theirs(series), _ours(table, ref, series["like"])
         columns[f"theirs: {series['label']}"] = [
-            f"{theirs[x]:.6g}" if x in theirs else "" for x in xs]
+            _num(theirs[x]) if x in theirs else "" for x in xs]
         columns[f"ours: {series['like']}"] = [_ours_text(_at(ours, x)) for x in xs]
-    return pd.DataFrame({ref["axis"]: [f"{x:g}" for x in xs], **columns})
+    return pd.DataFrame({ref["axis"]: [f"{x:,g}" for x in xs], **columns})
 
 
 def _growth(points: dict[float, float]) -> tuple[float, float, float] | None:
@@ -192,20 +197,23 @@ def _ratio_text(num: np.ndarray, den: np.ndarray) -> str:
             f"(n={len(num)}/{len(den)})")
 
 
-def growth_curves(table: pd.DataFrame, ref: dict[str, Any]
-                  ) -> list[tuple[str, bool, np.ndarray, np.ndarray]]:
-    """(label, is theirs, x, value / value at its first x) for the figure: shapes only."""
-    curves = []
-    for series in ref["series"]:
+Curve = tuple[str, int, bool, np.ndarray, np.ndarray]
+
+
+def growth_curves(table: pd.DataFrame, ref: dict[str, Any]) -> list[Curve]:
+    """(label, series index, is theirs, x, value / value at its first x) for the figure:
+    shapes only; a series and the mode of ours that plays it share an index (a colour)."""
+    curves: list[Curve] = []
+    for index, series in enumerate(ref["series"]):
         theirs = _theirs(series)
         xs = np.asarray(sorted(theirs))
-        curves.append((f"theirs: {series['label']}", True, xs,
+        curves.append((f"theirs: {series['label']}", index, True, xs,
                        np.asarray([theirs[x] for x in xs]) / theirs[xs[0]]))
         ours = _ours(table, ref, series["like"])
         if len(ours) >= 2:
             ys = ours["median"].to_numpy(float)
-            curves.append((f"ours: {series['like']}", False, ours["_x"].to_numpy(float),
-                           ys / ys[0]))
+            curves.append((f"ours: {series['like']}", index, False,
+                           ours["_x"].to_numpy(float), ys / ys[0]))
     return curves
 
 

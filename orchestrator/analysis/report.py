@@ -21,6 +21,7 @@ import pandas as pd
 from orchestrator.analysis import compatibility, reference
 from orchestrator.analysis.intervals import trials_needed
 from orchestrator.analysis.page import (
+    TIMELINE_MAX_EVENTS,
     Banner,
     Block,
     Details,
@@ -29,6 +30,7 @@ from orchestrator.analysis.page import (
     Items,
     Table,
     Text,
+    Timeline,
     html_page,
     markdown,
 )
@@ -159,6 +161,23 @@ def gap_ticks(timeline: pd.DataFrame) -> float | None:
     return float(np.median(gaps)) if len(gaps) else None
 
 
+def timeline_rows(timeline: pd.DataFrame) -> tuple[tuple[tuple[str, str, tuple[int, ...]], ...],
+                                                  int]:
+    """The canvas's rows, guest rows first (above the host's, as in the figure), ticks from the
+    trial's first event, in time order; the earliest TIMELINE_MAX_EVENTS events, and how many
+    more there were."""
+    data = timeline.dropna(subset=["tsc"]).astype({"tsc": "int64"}).sort_values("tsc")
+    if data.empty:
+        return (), 0
+    kept = data.iloc[:TIMELINE_MAX_EVENTS]
+    start = int(data["tsc"].iloc[0])
+    keys = sorted(dict.fromkeys(zip(kept["side"], kept["event"], strict=True)),
+                  key=lambda r: (r[0] != "guest", r[1]))
+    rows = tuple((str(side), str(event), tuple(int(t) - start for t in kept.loc[
+        (kept["side"] == side) & (kept["event"] == event), "tsc"])) for side, event in keys)
+    return rows, len(data) - len(kept)
+
+
 def timeline_blocks(data: Data, workload: str, out_dir: Path) -> list[Block]:
     """The captured trials' host+guest timelines of this workload (`trace: {timeline: true}`)."""
     from orchestrator.analysis.plots import timeline_plot
@@ -177,7 +196,8 @@ def timeline_blocks(data: Data, workload: str, out_dir: Path) -> list[Block]:
         png = timeline_plot(timeline, f"{workload} {where}, trial {trial}", out_dir,
                             f"{stem}-timeline")
         gap = gap_ticks(timeline)
-        blocks += [Heading(f"Timeline: {workload} {where}", 3), Figure(png),
+        rows, dropped = timeline_rows(timeline)
+        blocks += [Heading(f"Timeline: {workload} {where}", 3), Timeline(png, rows, dropped),
                    Text("Median gap from a guest event to the next host event: "
                         + (f"{gap:,.0f} TSC ticks." if gap is not None else
                            "no guest and host events to pair."))]

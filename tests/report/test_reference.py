@@ -58,10 +58,10 @@ def fork_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_values_sit_beside_theirs_with_our_interval_and_n() -> None:
     table, _ = fork_tables()
     values = reference.values_table(table, FORK_REF)
-    assert values["pages"].tolist() == ["1280", "128000"]
-    assert values["theirs: wtpt"].tolist() == ["813", "37552"]
-    assert values["ours: tdp"].iloc[0].startswith("1000 [") and "(n=9)" in values["ours: tdp"][0]
-    assert values["ours: shadow"].iloc[1].startswith("4e+05 [")
+    assert values["pages"].tolist() == ["1,280", "128,000"]
+    assert values["theirs: wtpt"].tolist() == ["813", "37,552"]
+    assert values["ours: tdp"].iloc[0].startswith("1,000 [") and "(n=9)" in values["ours: tdp"][0]
+    assert values["ours: shadow"].iloc[1].startswith("400,000 [")
 
 
 def test_shapes_compare_growth_and_the_ratio_of_the_two_mechanisms() -> None:
@@ -145,7 +145,7 @@ def test_the_report_opens_with_ours_beside_theirs(tmp_path: Path) -> None:
     section = text[text.index("## Ours beside theirs: seed 000 (fork, fork_us)"):
                    text.index("## fork (fork-dirty)")]
     assert "Xen 3.0 paravirtualized Linux" in section  # the caveats, from the suite
-    assert "| 128000 | 37552 | 5e+04 [" in section
+    assert "| 128,000 | 37,552 | 50,000 [" in section
     assert "| ours: shadow/tdp | ratio (95% BCa interval) | pages=128000 | 8x [" in section
     assert (page.parent / "reference-000-fork.png").stat().st_size > 0
     assert (page.parent / "reference-000-fork.svg").stat().st_size > 0
