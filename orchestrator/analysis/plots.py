@@ -339,7 +339,7 @@ def reference_plot(curves: list[tuple[str, int, bool, np.ndarray, np.ndarray]], 
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(axis)
-    ax.set_ylabel("value / value at the curve's first point")
+    ax.set_ylabel(f"value / value at {axis}={curves[0][3][0]:g}")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)

@@ -201,8 +201,9 @@ Curve = tuple[str, int, bool, np.ndarray, np.ndarray]
 
 
 def growth_curves(table: pd.DataFrame, ref: dict[str, Any]) -> list[Curve]:
-    """(label, series index, is theirs, x, value / value at its first x) for the figure:
-    shapes only; a series and the mode of ours that plays it share an index (a colour)."""
+    """(label, series index, is theirs, x, value / value at the first of their x) for the
+    figure: shapes only; a series and the mode of ours that plays it share an index (a
+    colour)."""
     curves: list[Curve] = []
     for index, series in enumerate(ref["series"]):
         theirs = _theirs(series)
@@ -211,9 +212,10 @@ def growth_curves(table: pd.DataFrame, ref: dict[str, Any]) -> list[Curve]:
                        np.asarray([theirs[x] for x in xs]) / theirs[xs[0]]))
         ours = _ours(table, ref, series["like"])
         if len(ours) >= 2:
-            ys = ours["median"].to_numpy(float)
-            curves.append((f"ours: {series['like']}", index, False,
-                           ours["_x"].to_numpy(float), ys / ys[0]))
+            ox, ys = ours["_x"].to_numpy(float), ours["median"].to_numpy(float)
+            # both start at 1 where their table starts, if we measured there or beyond
+            anchor = int(np.argmax(ox >= xs[0])) if (ox >= xs[0]).any() else 0
+            curves.append((f"ours: {series['like']}", index, False, ox, ys / ys[anchor]))
     return curves
 
 

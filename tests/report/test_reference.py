@@ -197,3 +197,18 @@ def test_the_native_copy_keeps_the_suite_but_its_paging(tmp_path: Path) -> None:
     assert [m.value for m in suite.paging] == ["native"]
     assert suite.model_copy(update={"paging": original.paging}) == original
     assert "# Seed 000" in copy.read_text()  # the comments travel into the manifest
+
+
+def test_the_growth_figure_anchors_ours_where_their_table_starts() -> None:
+    data = trials("ptes_per_table", {("tdp", 1): 9000, ("tdp", 2): 6000, ("tdp", 8): 3000,
+                                     ("shadow", 1): 50000, ("shadow", 2): 30000,
+                                     ("shadow", 8): 9000})
+    curves = {label: (xs, ys) for label, _, _, xs, ys in
+              reference.growth_curves(summary(data, ["ptes_per_table"]), DENSITY_REF)}
+    xs, ys = curves["ours: tdp"]
+    assert xs.tolist() == [1, 2, 8] and ys.tolist() == pytest.approx([1.5, 1.0, 0.5])
+    assert curves["theirs: emulate"][1][0] == 1.0  # theirs start at 1 at their first value
+    colours = [(label, index) for label, index, *_ in
+               reference.growth_curves(summary(data, ["ptes_per_table"]), DENSITY_REF)]
+    assert colours == [("theirs: wtpt", 0), ("ours: tdp", 0), ("theirs: emulate", 1),
+                       ("ours: shadow", 1)]
