@@ -47,7 +47,7 @@ from orchestrator.analysis.stats import (
     unmeasured,
 )
 from orchestrator.errors import ExitCode
-from orchestrator.store import reader, rundir
+from orchestrator.store import reader
 
 PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_at"]
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
@@ -314,7 +314,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    root = args.results_dir or rundir.default_root()
+    root = args.results_dir or args.settings.results
     out = args.out or reader.resolve_run(args.runs[0], root) / "report"
     page = write_report(args.runs, out, root)
     print(f"report: {page}")
