@@ -86,6 +86,7 @@ class Image:
     disk: Path | None = None  # a qcow2 base image; each guest boots from an overlay of it
     boot_args: str = ""  # what this image needs on the kernel command line
     kernel_id: str = ""  # sha256 of its kernel (12 hex digits): set when a suite chose it
+    base_hash: str = ""  # the recipe but the kernel and its modules (mini): same guest otherwise
 
     def to_dict(self) -> dict[str, Any]:
         return {k: "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -202,7 +203,7 @@ def _file_digest(path: Path) -> str:
 def recipe_hash(release: str, kernel: Path, bin_dir: Path,
                 modules: Sequence[Path] = ()) -> str:
     """Everything that goes into the image: a change in any of them is a new image."""
-    digest = hashlib.sha256(b"mini-v2\n")
+    digest = hashlib.sha256(b"mini-v3\n")  # v3: image.json says base_hash
     digest.update(release.encode())
     for path in [kernel, RECIPE_DIR / "init", *map(Path, EXECUTABLES),
                  *sorted(bin_dir.iterdir()), *modules]:
@@ -212,6 +213,16 @@ def recipe_hash(release: str, kernel: Path, bin_dir: Path,
 
 def _modinfo(release: str, base: Path | None) -> list[str]:
     return ["modinfo", *(["-b", str(base)] if base else []), "-k", release]
+
+
+def base_hash(bin_dir: Path) -> str:
+    """A mini image's recipe without its kernel: what two images around different kernels
+    must share to be the same guest otherwise (compare judges a kernel by this)."""
+    digest = hashlib.sha256(b"mini-base-v1\n")
+    for path in [RECIPE_DIR / "init", *map(Path, EXECUTABLES), *sorted(bin_dir.iterdir())]:
+        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
+    digest.update(" ".join(MODULES).encode())
+    return digest.hexdigest()[:16]
 
 
 def _has_module(release: str, name: str, base: Path | None) -> bool:
@@ -381,7 +392,8 @@ def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
             write_cpio(root, staging / "initrd.img")
             shutil.copyfile(kernel, staging / "vmlinuz")
             image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
-                          digest, kernel_id=boot.kernel_id if boot else "")
+                          digest, kernel_id=boot.kernel_id if boot else "",
+                          base_hash=base_hash(bins))
             (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
     return load_from(out)
 
@@ -424,7 +436,7 @@ def load_from(directory: Path) -> Image:
     return Image(data["kind"], directory, directory / "vmlinuz", directory / "initrd.img",
                  data["host_key_pub"], data["kernel_release"], data["recipe_hash"],
                  data["login_user"], disk, data.get("boot_args", ""),
-                 data.get("kernel_id", ""))
+                 data.get("kernel_id", ""), data.get("base_hash", ""))
 
 
 def load_image(kind: str, cache_root: Path | None = None) -> Image:
