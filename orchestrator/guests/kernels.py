@@ -24,7 +24,17 @@ from typing import Any
 
 from orchestrator import proc
 from orchestrator.errors import BadInput
-from orchestrator.guests.images import BootKernel, Image, build_mini, private_dir, qemu_gid
+from orchestrator.guests.images import (
+    MODULES,
+    BootKernel,
+    Image,
+    build_mini,
+    module_order,
+    module_path,
+    private_dir,
+    qemu_gid,
+)
+from orchestrator.proc import CommandError
 from orchestrator.suite.kernel_choice import BuiltKernel, kind_of
 
 log = logging.getLogger(__name__)
@@ -35,7 +45,7 @@ VERSION_PTR_AT = 0x20E  # setup header: offset (from 0x200) of the version strin
 REQUIRED = ("virtio_pci", "virtio_net", "virtio_blk")
 CONFIG_OPTIONS = {"virtio_pci": "CONFIG_VIRTIO_PCI", "virtio_net": "CONFIG_VIRTIO_NET",
                   "virtio_blk": "CONFIG_VIRTIO_BLK"}
-DEB_LAYOUT = "kernels-deb-v1"
+DEB_LAYOUT = "kernels-deb-v2"  # v2: only the modules a mini image carries are kept
 
 
 @dataclass(frozen=True)
@@ -167,13 +177,43 @@ def kernels_dir(cache_root: Path) -> Path:
 def _unpacked(deb: Path, cache_root: Path, source: str) -> Kernel:
     """A .deb unpacked once into kernels/deb-HASH (its boot/ and lib/modules/, depmod run)."""
     out = kernels_dir(cache_root) / f"deb-{digest(deb, 16)}"
-    if not (out / "kernel.json").exists():
+    meta = _meta(out)
+    if meta.get("layout") != DEB_LAYOUT or meta.get("modules") != MODULES:
         _unpack(deb, out)
-    meta = json.loads((out / "kernel.json").read_text())
+        meta = _meta(out)
     image = out / "root" / meta["image"]
     config = out / "root" / meta["config"] if meta["config"] else None
     return Kernel(source, meta["release"], image, out / "root", config, digest(image),
                   digest(config) if config else "")
+
+
+def _meta(out: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((out / "kernel.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _prune(root: Path, release: str) -> None:
+    """Only the modules a mini image carries (and what they need) stay: a distribution
+    kernel's modules are ~400 MiB, the image's a few hundred KiB."""
+    tree = root / "lib/modules" / release
+    present = [m for m in MODULES if _has(root, release, m)]
+    try:
+        keep = {module_path(release, name, root)
+                for name in module_order(release, present, root)}
+    except CommandError:  # a dependency is missing: keep everything, verified() will judge
+        return
+    for module in list(tree.rglob("*.ko*")):
+        if module not in keep:
+            module.unlink()
+
+
+def _has(root: Path, release: str, name: str) -> bool:
+    done = proc.run(["modinfo", "-b", str(root), "-k", release, "-F", "filename", name],
+                    timeout=30, check=False)
+    return done.returncode == 0
 
 
 def _unpack(deb: Path, out: Path) -> None:
@@ -190,8 +230,9 @@ def _unpack(deb: Path, out: Path) -> None:
         release = images[-1].name.removeprefix("vmlinuz-")
         if (root / "lib/modules" / release).is_dir():
             proc.run(["depmod", "-b", str(root), release], timeout=300)
+            _prune(root, release)
         config = root / "boot" / f"config-{release}"
-        meta = {"layout": DEB_LAYOUT, "deb": deb.name, "release": release,
+        meta = {"layout": DEB_LAYOUT, "modules": MODULES, "deb": deb.name, "release": release,
                 "image": str(images[-1].relative_to(root)),
                 "config": str(config.relative_to(root)) if config.exists() else ""}
         (Path(tmp) / "kernel.json").write_text(json.dumps(meta, indent=1))

@@ -53,11 +53,15 @@ def modules_tree(base: Path, release: str = RELEASE, *, modules: tuple[str, ...]
     tree = base / "lib/modules" / release
     tree.mkdir(parents=True)
     host = host_modules()
-    wanted = set(modules)
-    for name in list(wanted):
-        done = subprocess.run(["modinfo", "-k", host.name, "-F", "depends", name],
-                              capture_output=True, text=True, check=True)
-        wanted |= set(filter(None, done.stdout.strip().split(",")))
+    wanted: set[str] = set()
+    todo = list(modules)
+    while todo:  # the modules and everything they need
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            done = subprocess.run(["modinfo", "-k", host.name, "-F", "depends", name],
+                                  capture_output=True, text=True, check=True)
+            todo += filter(None, done.stdout.strip().split(","))
     for name in wanted:
         done = subprocess.run(["modinfo", "-k", host.name, "-F", "filename", name],
                               capture_output=True, text=True, check=True)
@@ -77,6 +81,10 @@ def fake_deb(tmp: Path, release: str = RELEASE, *, package: str = "linux-image-t
     fake_bzimage(root / "boot" / f"vmlinuz-{release}", release)
     (root / "boot" / f"config-{release}").write_text(config)
     modules_tree(root, release, **tree)  # type: ignore[arg-type]
+    some = next((root / "lib/modules" / release).glob("*.ko"), None)
+    if some is not None:  # a module no image needs (a copy under another name)
+        (some.parent / "kernel").mkdir(exist_ok=True)
+        shutil.copy(some, some.parent / "kernel/extra.ko")
     for name in ("modules.dep", "modules.dep.bin", "modules.alias"):  # as a package ships
         (root / "lib/modules" / release / name).unlink(missing_ok=True)
     (root / "DEBIAN").mkdir()
@@ -101,7 +109,11 @@ def test_a_local_deb_is_unpacked_once_verified_and_cached(tmp_path: Path) -> Non
     assert kernel.builtin == ("virtio_pci",)
     unpacked = cache / "kernels" / f"deb-{kernels.digest(deb, 16)}"
     assert kernel.modules_base == unpacked / "root"
-    assert (unpacked / "root/lib/modules" / RELEASE / "modules.dep").exists()  # depmod ran
+    tree = unpacked / "root/lib/modules" / RELEASE
+    assert (tree / "modules.dep").exists()  # depmod ran
+    kept = {p.name for p in tree.rglob("*.ko")}  # only what a mini image carries
+    assert {"virtio_net.ko", "virtio_blk.ko", "net_failover.ko", "failover.ko"} <= kept
+    assert "extra.ko" not in kept
     stamp = (unpacked / "kernel.json").stat().st_mtime_ns
     again = kernels.resolve(str(deb), base_dir=tmp_path, cache_root=cache)
     assert again == kernel and (unpacked / "kernel.json").stat().st_mtime_ns == stamp
