@@ -41,6 +41,18 @@ def test_a_kernel_change_alone_is_a_guest_kernel_difference() -> None:
     ]  # the images differ by their kernel alone (same base hash): no `guest` difference
 
 
+def test_memory_follows_the_kernel_when_the_kernel_differs() -> None:
+    """Seen here: a 1 GiB guest's MemTotal was 981736 kB under 6.1.0-47 and 981772 kB under
+    its PREEMPT_RT build; the same difference under one kernel is still a `guest` one."""
+    base = manifest(["image"], "6.1.0-47-amd64", "aaaa11112222", recipe="r1")
+    new = manifest(["image"], "6.1.0-47-rt-amd64", "bbbb33334444", recipe="r1")
+    new["guests"]["tcg/small"]["meminfo_total"] = "2 GiB"
+    assert ("guest-kernel", "guest tcg/small meminfo_total: 1 GiB vs 2 GiB") in keys(base, new)
+    same = manifest(["image"], "6.1.0-47-amd64", "aaaa11112222", recipe="r1")
+    same["guests"]["tcg/small"]["meminfo_total"] = "2 GiB"
+    assert keys(base, same) == [("guest", "guest tcg/small meminfo_total: 1 GiB vs 2 GiB")]
+
+
 def test_two_builds_of_one_release_differ_by_kernel_id() -> None:
     base = manifest([{"image": "/a/bzImage"}], "6.8.0", "aaaa11112222", recipe="r1")
     new = manifest([{"image": "/a/bzImage"}], "6.8.0", "cccc55556666", recipe="r2")
