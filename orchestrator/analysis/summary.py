@@ -94,7 +94,11 @@ def cmd_results(args: argparse.Namespace) -> int:
         print_json(run_json(reader.only_kernel(tables, kernel) if kernel else tables))
         return ExitCode.OK
     tables = reader.load(args.run, root, quiet=True)  # print_summary prints them itself
-    print_summary(reader.only_kernel(tables, kernel) if kernel else tables)
+    if kernel:
+        tables = reader.only_kernel(tables, kernel)
+        print(f"only the rows of guests that booted kernel {kernel} (--kernel); the counts "
+              "below are theirs")
+    print_summary(tables)
     return ExitCode.OK
 
 
