@@ -72,30 +72,44 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--json", action="store_true",
                      help="the run list, or the run's summary, as one JSON object "
                           "(shapes: orchestrator/analysis/summary.py)")
+    cmd.add_argument("--kernel", metavar="RELEASE_OR_ID", default=None,
+                     help="only rows of guests that booted this kernel: its `uname -r`, or "
+                          "the first 4+ digits of its kernel id (the run list: runs that "
+                          "booted it)")
     cmd.set_defaults(func=cmd_results)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     root = args.results_dir or rundir.default_root()
+    kernel = getattr(args, "kernel", None)
     if args.run is None:
-        return list_command(root, as_json=args.json)
+        return list_command(root, as_json=args.json, kernel=kernel)
     if args.csv is not None:
         tables = reader.load(args.run, root)  # unreadable journal lines: warned on stderr
+        tables = reader.only_kernel(tables, kernel) if kernel else tables
         args.csv.mkdir(parents=True, exist_ok=True)
         tables.trials.to_csv(args.csv / "trials.csv", index=False)
         tables.events.to_csv(args.csv / "events.csv", index=False)
         print(f"wrote {args.csv / 'trials.csv'} and {args.csv / 'events.csv'}")
         return ExitCode.OK
     if args.json:
-        print_json(run_json(reader.load(args.run, root)))
+        tables = reader.load(args.run, root)
+        print_json(run_json(reader.only_kernel(tables, kernel) if kernel else tables))
         return ExitCode.OK
-    print_summary(reader.load(args.run, root, quiet=True))  # it prints them itself
+    tables = reader.load(args.run, root, quiet=True)  # print_summary prints them itself
+    if kernel:
+        tables = reader.only_kernel(tables, kernel)
+        print(f"only the rows of guests that booted kernel {kernel} (--kernel); the counts "
+              "below are theirs")
+    print_summary(tables)
     return ExitCode.OK
 
 
-def list_command(root: Path, *, as_json: bool) -> int:
+def list_command(root: Path, *, as_json: bool, kernel: str | None = None) -> int:
     skipped: list[reader.SkippedRun] = []
     runs = reader.list_runs(root, skipped=skipped)  # one warning per skipped run
+    if kernel:
+        runs = [run for run in runs if reader.has_kernel(run, kernel)]
     if as_json:
         print_json(runs_json(root, runs, skipped))
     elif runs:

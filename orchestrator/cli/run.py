@@ -10,7 +10,7 @@ from typing import Any
 from orchestrator.errors import BadInput
 from orchestrator.host import host_facts
 from orchestrator.run import runner
-from orchestrator.run.backends import ACCEL_LABELS, lab_host_backend
+from orchestrator.run.backends import ACCEL_LABELS, lab_host_backend, prepare_kernels
 from orchestrator.run.execute import no_tracing
 from orchestrator.run.lock import run_lock
 from orchestrator.run.progress import make_progress
@@ -107,10 +107,13 @@ def _request(loaded: LoadedSuite, root: Path, args: argparse.Namespace,
              settings: Settings) -> runner.RunRequest:
     suite = loaded.suite
     traced = bool(suite.trace.host or suite.trace.guest) or any(w.trace for w in suite.workloads)
+    # the kernels the suite chose, fetched and verified now: refused before any run starts
+    kernels = prepare_kernels(loaded, settings)
     return runner.RunRequest(
         loaded=loaded, results_root=root,
         backend_factory=partial(lab_host_backend, force=args.force_mode_switch,
-                                settings=settings, accel_label=args.accel_label),
+                                settings=settings, accel_label=args.accel_label,
+                                kernels=kernels),
         progress=make_progress(), host_facts=host_facts.collect,
         tracer=PerfTracer(suite) if traced else no_tracing, settings=settings,
     )

@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -62,6 +63,17 @@ QEMU_GROUPS = ("libvirt-qemu", "qemu")
 
 
 @dataclass(frozen=True)
+class BootKernel:
+    """A kernel to assemble a mini image around (orchestrator.guests.kernels makes them)."""
+
+    release: str
+    image: Path  # the bzImage
+    modules_base: Path | None  # holds lib/modules/RELEASE (modinfo -b); None: all built in
+    kernel_id: str
+    builtin: tuple[str, ...] = ()  # drivers of MODULES built into the image
+
+
+@dataclass(frozen=True)
 class Image:
     kind: str
     directory: Path
@@ -73,6 +85,8 @@ class Image:
     login_user: str = "root"
     disk: Path | None = None  # a qcow2 base image; each guest boots from an overlay of it
     boot_args: str = ""  # what this image needs on the kernel command line
+    kernel_id: str = ""  # sha256 of its kernel (12 hex digits): set when a suite chose it
+    base_hash: str = ""  # the recipe but the kernel and its modules (mini): same guest otherwise
 
     def to_dict(self) -> dict[str, Any]:
         return {k: "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -186,29 +200,61 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def recipe_hash(release: str, kernel: Path, bin_dir: Path) -> str:
+def recipe_hash(release: str, kernel: Path, bin_dir: Path,
+                modules: Sequence[Path] = ()) -> str:
     """Everything that goes into the image: a change in any of them is a new image."""
-    digest = hashlib.sha256(b"mini-v2\n")
+    digest = hashlib.sha256(b"mini-v3\n")  # v3: image.json says base_hash
     digest.update(release.encode())
     for path in [kernel, RECIPE_DIR / "init", *map(Path, EXECUTABLES),
-                 *sorted(bin_dir.iterdir())]:
+                 *sorted(bin_dir.iterdir()), *modules]:
         digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def module_path(release: str, name: str) -> Path:
-    done = proc.run(["modinfo", "-k", release, "-F", "filename", name], timeout=30)
+def _modinfo(release: str, base: Path | None) -> list[str]:
+    return ["modinfo", *(["-b", str(base)] if base else []), "-k", release]
+
+
+def base_hash(bin_dir: Path) -> str:
+    """A mini image's recipe without its kernel: what two images around different kernels
+    must share to be the same guest otherwise (compare judges a kernel by this)."""
+    digest = hashlib.sha256(b"mini-base-v1\n")
+    for path in [RECIPE_DIR / "init", *map(Path, EXECUTABLES), *sorted(bin_dir.iterdir())]:
+        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
+    digest.update(" ".join(MODULES).encode())
+    return digest.hexdigest()[:16]
+
+
+def _has_module(release: str, name: str, base: Path | None) -> bool:
+    return proc.run([*_modinfo(release, base), "-F", "filename", name], timeout=30,
+                    check=False).returncode == 0
+
+
+def _module_files(release: str, wanted: Sequence[str], base: Path | None) -> list[Path]:
+    """The files of the modules an image would carry (for its recipe hash)."""
+    return [module_path(release, name, base) for name in module_order(release, list(wanted),
+                                                                       base)]
+
+
+def module_path(release: str, name: str, base: Path | None = None) -> Path:
+    """The module's file (`base`: the root holding lib/modules/RELEASE, else /)."""
+    done = proc.run([*_modinfo(release, base), "-F", "filename", name], timeout=30)
     return Path(done.stdout.strip().splitlines()[0])
 
 
-def module_order(release: str, wanted: list[str]) -> list[str]:
-    """wanted plus their dependencies (modinfo -F depends), each after what it needs."""
+def module_order(release: str, wanted: list[str], base: Path | None = None) -> list[str]:
+    """wanted plus their dependencies (modinfo -F depends), each after what it needs; a module
+    built into the kernel (modinfo says "(builtin)") is left out: there is nothing to load."""
     order: list[str] = []
+    builtin: set[str] = set()
 
     def visit(name: str) -> None:
-        if name in order:
+        if name in order or name in builtin:
             return
-        done = proc.run(["modinfo", "-k", release, "-F", "depends", name], timeout=30)
+        if str(module_path(release, name, base)) == "(builtin)":
+            builtin.add(name)
+            return
+        done = proc.run([*_modinfo(release, base), "-F", "depends", name], timeout=30)
         for dep in filter(None, done.stdout.strip().split(",")):
             visit(dep)
         order.append(name)
@@ -239,8 +285,22 @@ def install_file(src: Path, root: Path, dest: str | None = None, mode: int | Non
         target.chmod(mode)
 
 
+def install_module(src: Path, root: Path, name: str) -> None:
+    """A module as /lib/modules/NAME.ko, uncompressed (busybox insmod reads plain .ko)."""
+    target = root / "lib/modules" / f"{name}.ko"
+    if src.suffix == ".zst":
+        proc.run(["zstd", "-dqf", str(src), "-o", str(target)], timeout=120)
+    elif src.suffix in (".xz", ".gz"):
+        opener = lzma.open if src.suffix == ".xz" else gzip.open
+        with opener(src, "rb") as packed, target.open("wb") as out:
+            shutil.copyfileobj(packed, out)
+    else:
+        install_file(src, root, f"/lib/modules/{name}.ko")
+
+
 def initramfs_root(root: Path, release: str, *, init: Path, executables: Sequence[str],
-                   modules: Sequence[str], dirs: Sequence[str]) -> None:
+                   modules: Sequence[str], dirs: Sequence[str],
+                   modules_base: Path | None = None) -> None:
     """The frame of every initramfs made here (the guests' and the nested lab host's): empty
     directories, executables with their shared libraries, kernel modules with their
     dependencies (in load order in /etc/modules-order, for /init), and /init itself."""
@@ -250,17 +310,20 @@ def initramfs_root(root: Path, release: str, *, init: Path, executables: Sequenc
         install_file(Path(binary), root)
         for lib in shared_libraries(binary):
             install_file(lib, root)
-    ordered = module_order(release, list(modules))
+    ordered = module_order(release, list(modules), modules_base)
+    (root / "lib/modules").mkdir(parents=True, exist_ok=True)
     for name in ordered:
-        install_file(module_path(release, name), root, f"/lib/modules/{name}.ko")
+        install_module(module_path(release, name, modules_base), root, name)
     (root / "etc/modules-order").write_text("\n".join(ordered) + "\n")
     install_file(init, root, "/init", 0o755)
 
 
-def _populate_root(root: Path, release: str, bin_dir: Path) -> None:
+def _populate_root(root: Path, release: str, bin_dir: Path,
+                   modules_base: Path | None = None, modules: Sequence[str] = MODULES) -> None:
     initramfs_root(root, release, init=RECIPE_DIR / "init", executables=EXECUTABLES,
-                   modules=MODULES, dirs=("proc", "sys", "dev", "tmp", "run", "root/.ssh",
-                                          "var/tmp", "etc/dropbear"))
+                   modules=modules, dirs=("proc", "sys", "dev", "tmp", "run", "root/.ssh",
+                                          "var/tmp", "etc/dropbear"),
+                   modules_base=modules_base)
     for workload in sorted(bin_dir.iterdir()):
         install_file(workload, root, f"{GUEST_BIN}/{workload.name}", 0o755)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -305,22 +368,32 @@ def require_workloads(bin_dir: Path | None) -> Path:
 
 
 def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
-               *, force: bool = False) -> Image:
+               *, force: bool = False, boot: BootKernel | None = None) -> Image:
+    """The mini image around this host's newest Debian kernel, or around `boot` (a kernel a
+    suite chose: its image goes in kernels/ of the cache, where load_image never looks)."""
     bins = require_workloads(bin_dir)
-    release, kernel = installed_kernel()
-    digest = recipe_hash(release, kernel, bins)
-    out = (cache_root or default_cache_root()) / f"mini-{digest}"
+    release, kernel = (boot.release, boot.image) if boot else installed_kernel()
+    base = boot.modules_base if boot else None
+    modules = [m for m in MODULES if not boot or m not in boot.builtin]
+    if boot and "i6300esb" in modules and not _has_module(release, "i6300esb", base):
+        modules.remove("i6300esb")  # the watchdog is a safety net, not a need
+    digest = recipe_hash(release, kernel, bins, _module_files(release, modules, base)
+                         if boot else ())
+    cache = cache_root or default_cache_root()
+    out = (cache / "kernels" if boot else cache) / f"mini-{digest}"
     if _cached(out, force):
         return load_from(out)
     with staged(out) as (staging, root):
-        _populate_root(root, release, bins)  # the guest's own modes (under the caller's umask)
+        # the guest's own modes (under the caller's umask)
+        _populate_root(root, release, bins, base, modules)
         with private_umask():
             key_line = dropbear_host_key(root / "etc/dropbear/dropbear_ed25519_host_key")
             (staging / "host_key.pub").write_text(key_line + "\n")
             write_cpio(root, staging / "initrd.img")
             shutil.copyfile(kernel, staging / "vmlinuz")
             image = Image("mini", out, out / "vmlinuz", out / "initrd.img", key_line, release,
-                          digest)
+                          digest, kernel_id=boot.kernel_id if boot else "",
+                          base_hash=base_hash(bins))
             (staging / "image.json").write_text(json.dumps(image.to_dict(), indent=2))
     return load_from(out)
 
@@ -362,7 +435,8 @@ def load_from(directory: Path) -> Image:
     disk = directory / "disk.qcow2" if data.get("disk") else None
     return Image(data["kind"], directory, directory / "vmlinuz", directory / "initrd.img",
                  data["host_key_pub"], data["kernel_release"], data["recipe_hash"],
-                 data["login_user"], disk, data.get("boot_args", ""))
+                 data["login_user"], disk, data.get("boot_args", ""),
+                 data.get("kernel_id", ""), data.get("base_hash", ""))
 
 
 def load_image(kind: str, cache_root: Path | None = None) -> Image:

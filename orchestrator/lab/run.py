@@ -43,6 +43,7 @@ from orchestrator.paths import PROJECT_ROOT
 from orchestrator.settings import Settings
 from orchestrator.store import rundir
 from orchestrator.store.tables import finalize_tables
+from orchestrator.suite.kernel_choice import IMAGE_KERNEL
 from orchestrator.suite.loader import LoadedSuite, load_suite
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,11 @@ def add_parser(sub: Any) -> None:
 def cmd_lab_run(args: argparse.Namespace) -> int:
     settings: Settings = args.settings  # read once by the front door (cli/entry.py)
     loaded = load_suite(args.suite, budget=settings)
+    chosen = sorted(n for n, g in loaded.suite.guests.items() if g.kernel != (IMAGE_KERNEL,))
+    if chosen:  # L1 sees only the staged images, and has no apt to fetch a kernel with
+        raise BadInput(f"the nested lab boots only the images' own kernels; guest "
+                       f"{chosen[0]!r} chooses its kernel:",
+                       hint="run it on a host with `orchestrate run`, or drop kernel:")
     if not (PROJECT_ROOT / ".venv" / "bin" / "orchestrate").exists():
         raise BadInput("the lab runs this checkout's .venv inside L1, and there is none",
                        hint="run scripts/setup first")

@@ -10,6 +10,7 @@ the backend's `accel_label`: `kvm`, or `nested-tcg` when this host is the nested
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from orchestrator.guests.guest import (
     unique_name,
 )
 from orchestrator.guests.images import Image, load_image, overlay
+from orchestrator.guests.kernels import Prepared, digest, prepare
 from orchestrator.guests.libvirt_domain import default_uri
 from orchestrator.guests.spec import DomainSpec
 from orchestrator.guests.ssh import GuestSession, new_run_key, wait_for_ssh
@@ -33,7 +35,9 @@ from orchestrator.host.paging import paging_mode
 from orchestrator.run.targets import ModeState, Target, native_mode, native_target
 from orchestrator.settings import Settings, current
 from orchestrator.store import ledger, rundir
+from orchestrator.suite.kernel_choice import IMAGE_KERNEL, spec_json
 from orchestrator.suite.loader import LoadedSuite
+from orchestrator.suite.plan import RunGuest, run_guests
 from orchestrator.suite.schema import AccelChoice, RequestedMode
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,9 @@ class LabHostBackend:
     launcher: str = field(default_factory=launcher_name)
     accel_label: str = ACCEL_LABELS[0]  # one of ACCEL_LABELS
     image_cache: Path | None = None  # None: the environment's
+    # guests whose suite chose their kernel, made ready before the run (prepare_kernels);
+    # one missing here is made ready when it boots
+    kernels: dict[str, Prepared] = field(default_factory=dict)
 
     def enter_mode(self, mode: RequestedMode) -> AbstractContextManager[ModeState]:
         if mode is RequestedMode.NATIVE:
@@ -87,8 +94,9 @@ class LabHostBackend:
 
     @contextmanager
     def _guest(self, state: ModeState, name: str) -> Iterator[Target]:
-        cfg = self.loaded.suite.guests[name]
-        image = load_image(cfg.image, self.image_cache)
+        chosen = run_guests(self.loaded.suite)[name]
+        cfg = chosen.config
+        image = self._image(name, chosen)
         key, public = new_run_key(self.run_dir / "ssh")
         unique = unique_name(self.run_dir.name, name)
         with ExitStack() as stack:
@@ -101,13 +109,16 @@ class LabHostBackend:
     def _booted(self, state: ModeState, name: str, spec: DomainSpec, image: Image, key: Path,
                 public: str) -> Iterator[Target]:
         boot = self.loaded.suite.timeouts.boot
-        chosen = self.loaded.suite.guests[name].launcher
+        chosen = run_guests(self.loaded.suite)[name].config.launcher
         launcher = self.launcher if chosen == "auto" else chosen
+        started = time.monotonic()
         with booted_guest(spec, image, key=key, public_key=public, uri=self.uri,
                           boot_timeout=boot, launcher=launcher) as (domain, session):
+            boot_s = round(time.monotonic() - started, 2)
             facts = {**guest_facts(session), "image": image.to_dict(), "accel": state.accel,
                      "paging_mode": state.verified, "domain": spec.name, "launcher": launcher,
-                     "dirty_ring": spec.dirty_ring}
+                     "dirty_ring": spec.dirty_ring, "boot_to_ssh_s": boot_s,
+                     "kernel_id": image.kernel_id or digest(image.kernel)}
             self._record_guest(f"{state.verified}/{name}", facts)
 
             def connect(port: int) -> GuestSession:
@@ -121,6 +132,20 @@ class LabHostBackend:
                 yield target
             finally:
                 target.session.close()  # a session opened after a migration, too
+
+    def _image(self, name: str, chosen: RunGuest) -> Image:
+        """The image's own (built by `orchestrate image build`), or the one assembled around
+        the kernel the suite chose for this guest."""
+        if chosen.kernel == IMAGE_KERNEL:
+            return load_image(chosen.config.image, self.image_cache)
+        if name not in self.kernels:
+            self.kernels[name] = prepare(chosen.kernel, base_dir=self.loaded.path.parent,
+                                         cache_root=self._cache(), bin_dir=self.bin_dir)
+            record_kernels(self.run_dir, self.loaded, {name: self.kernels[name]})
+        return self.kernels[name].image
+
+    def _cache(self) -> Path:
+        return self.image_cache or current().image_cache
 
     def _record_guest(self, key: str, facts: dict[str, object]) -> None:
         def add(manifest: rundir.Manifest) -> None:
@@ -146,15 +171,48 @@ def disk_overlay(image: Image, unique: str) -> Iterator[Path | None]:
         ledger.undone(entry)
 
 
+def prepare_kernels(loaded: LoadedSuite, settings: Settings) -> dict[str, Prepared]:
+    """Every kernel the suite chose, fetched, verified and with its mini image, by run guest
+    name: before a run starts, so what cannot boot is refused (BadInput) before any boot."""
+    prepared: dict[str, Prepared] = {}
+    made: dict[str, Prepared] = {}  # one kernel named by several guests is prepared once
+    for name, chosen in run_guests(loaded.suite).items():
+        if chosen.kernel == IMAGE_KERNEL:
+            continue
+        key = repr(spec_json(chosen.kernel))
+        if key not in made:
+            made[key] = prepare(chosen.kernel, base_dir=loaded.path.parent.resolve(),
+                                cache_root=settings.image_cache, bin_dir=settings.workloads_bin)
+        prepared[name] = made[key]
+    return prepared
+
+
+def record_kernels(run_dir: Path, loaded: LoadedSuite, kernels: dict[str, Prepared]) -> None:
+    """The manifest's `kernels`: per run guest, the kernel the suite asked for and what it is
+    (release, image hash, config hash, where it came from)."""
+    chosen = run_guests(loaded.suite)
+
+    def add(manifest: rundir.Manifest) -> None:
+        found = manifest.setdefault("kernels", {})
+        for name, ready in kernels.items():
+            found[name] = {"requested": spec_json(chosen[name].kernel), **ready.provenance()}
+
+    if kernels:
+        rundir.RunDir(run_dir).update_manifest(add)
+
+
 def lab_host_backend(loaded: LoadedSuite, run_dir: Path, *, force: bool = False,
                      settings: Settings | None = None,
-                     accel_label: str = ACCEL_LABELS[0]) -> LabHostBackend:
+                     accel_label: str = ACCEL_LABELS[0],
+                     kernels: dict[str, Prepared] | None = None) -> LabHostBackend:
     """The backend of a run, everything it needs handed in: the settings (workloads, libvirt
-    URI, guest launcher, image cache) and the label of KVM rows."""
+    URI, guest launcher, image cache), the label of KVM rows, and the kernels made ready for
+    it (recorded in the manifest here, before any guest boots)."""
     settings = settings or current()
     if accel_label not in ACCEL_LABELS:
         raise ValueError(f"accel label {accel_label!r} is none of {ACCEL_LABELS}")
+    record_kernels(run_dir, loaded, kernels or {})
     return LabHostBackend(loaded, run_dir, bin_dir=settings.workloads_bin,
                           uri=settings.libvirt_uri, force=force,
                           launcher=settings.guest_launcher, accel_label=accel_label,
-                          image_cache=settings.image_cache)
+                          image_cache=settings.image_cache, kernels=dict(kernels or {}))

@@ -205,3 +205,49 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def run_kernels(manifest: Manifest) -> dict[str, str]:
+    """The guest kernels a run booted, from its manifest: release (`uname -r`) -> kernel id
+    ("" where the run predates kernel ids)."""
+    found: dict[str, str] = {}
+    guests = manifest.get("guests")
+    for facts in (guests.values() if isinstance(guests, dict) else []):
+        if isinstance(facts, dict) and facts.get("kernel_release"):
+            release = str(facts["kernel_release"])
+            found[release] = found.get(release) or str(facts.get("kernel_id") or "")
+    return found
+
+
+def has_kernel(manifest: Manifest, kernel: str) -> bool:
+    """Did the run boot `kernel`: a release (`uname -r`) or the start of a kernel id."""
+    return any(_kernel_matches(kernel, release, kid)
+               for release, kid in run_kernels(manifest).items())
+
+
+def _kernel_matches(kernel: str, release: str, kernel_id: str) -> bool:
+    return kernel == release or (len(kernel) >= 4 and kernel_id.startswith(kernel))
+
+
+def only_kernel(tables: RunTables, kernel: str) -> RunTables:
+    """The run's rows of guests that booted `kernel` (a release, or an id's first 4+ digits),
+    events too; BadInput naming the run's kernels if none did."""
+    trials = tables.trials
+    if "guest_kernel" in trials.columns:
+        mask = (trials["guest_kernel"] == kernel) | (
+            trials["kernel_id"].astype(str).str.startswith(kernel) & (len(kernel) >= 4))
+    else:  # tables written before the kernel columns
+        mask = pd.Series(False, index=trials.index)
+    if not mask.any():
+        known = ", ".join(f"{r} ({k or 'no id'})"
+                          for r, k in run_kernels(tables.manifest).items())
+        raise BadInput(f"{tables.path.name}: no rows of guest kernel {kernel!r}",
+                       hint=f"this run's guest kernels: {known or 'none recorded'}")
+    kept = trials[mask]
+    cells = set(zip(kept["cell_id"], kept["trial"], strict=True))
+    events = tables.events
+    if not events.empty:
+        events = events[[(c, t) in cells for c, t in zip(events["cell_id"], events["trial"],
+                                                         strict=True)]]
+    return RunTables(tables.path, tables.manifest, kept.reset_index(drop=True),
+                     events.reset_index(drop=True), tables.unreadable, tables.problems)

@@ -42,7 +42,11 @@ FIXED_COLUMNS: dict[str, pa.DataType] = {
     "trial": pa.int32(), "warmup": pa.bool_(), "attempt": pa.int32(), "metric": pa.string(),
     "value": pa.float64(), "unit": pa.string(), "outcome": pa.string(), "reason": pa.string(),
     "started_at": pa.timestamp("us", tz="UTC"), "duration_s": pa.float64(),
+    # the guest's kernel, from the manifest (kernel_columns): "" for native rows
+    "guest_kernel": pa.string(), "kernel_id": pa.string(), "kernel_config": pa.string(),
+    "kernel_cmdline": pa.string(),
 }
+KERNEL_COLUMNS = ("guest_kernel", "kernel_id", "kernel_config", "kernel_cmdline")
 EVENT_COLUMNS: dict[str, pa.DataType] = {
     "run_id": pa.string(), "cell_id": pa.string(), "trial": pa.int32(), "attempt": pa.int32(),
     "paging_mode": pa.string(), "guest": pa.string(), "workload": pa.string(),
@@ -117,6 +121,7 @@ class _Tables:
     kinds: dict[str, str]
     base: dict[str, Any]
     keep: dict[tuple[str, int], int]  # (cell, trial) -> the attempt that counts
+    kernels: dict[tuple[str, str], dict[str, str]]  # (paging_mode, guest) -> kernel columns
 
 
 def _plan_tables(run_dir: Path, manifest: Manifest, problems: list[JournalProblem]) -> _Tables:
@@ -126,13 +131,13 @@ def _plan_tables(run_dir: Path, manifest: Manifest, problems: list[JournalProble
     meta = {_PROBLEMS_KEY: _problems_metadata(problems)}
     return _Tables(pa.schema([*FIXED_COLUMNS.items(), *params.items()], metadata=meta),
                    pa.schema(list(EVENT_COLUMNS.items()), metadata=meta), params, kinds,
-                   _run_constants(manifest), keep)
+                   _run_constants(manifest), keep, kernel_columns(manifest))
 
 
 def _table_batches(run_dir: Path, plan: _Tables) -> Iterator[tuple[pa.Table, pa.Table]]:
     """(trials, events) tables of the counting attempts, a batch of records at a time."""
     for batch in _batches(_current(run_dir, plan), BATCH):
-        yield (_trial_table(batch, plan.base, plan.trial_schema, plan.params),
+        yield (_trial_table(batch, plan, plan.trial_schema, plan.params),
                _event_table(batch, plan.base, plan.event_schema))
 
 
@@ -165,12 +170,48 @@ def _run_constants(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def _trial_rows(rec: dict[str, Any], base: dict[str, Any],
+def kernel_columns(manifest: Manifest) -> dict[tuple[str, str], dict[str, str]]:
+    """(paging_mode, guest) -> the kernel columns of its rows: what the guest booted (`uname
+    -r`, its command line) as its boot recorded it, and the image and config hashes of the
+    kernel the suite chose (the manifest's `kernels`) or of the image's own."""
+    chosen = manifest.get("kernels")
+    chosen = chosen if isinstance(chosen, dict) else {}
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    guests = manifest.get("guests")
+    for key, facts in (guests if isinstance(guests, dict) else {}).items():
+        mode, _, guest = str(key).partition("/")
+        if not isinstance(facts, dict):
+            continue
+        asked = chosen.get(guest)
+        asked = asked if isinstance(asked, dict) else {}
+        found[(mode, guest)] = {
+            "guest_kernel": str(facts.get("kernel_release") or ""),
+            "kernel_id": str(facts.get("kernel_id") or asked.get("kernel_id") or ""),
+            "kernel_config": str(asked.get("config_hash") or ""),
+            "kernel_cmdline": str(facts.get("kernel_cmdline") or ""),
+        }
+    for guest, asked in chosen.items():  # rows of a guest that never booted
+        if isinstance(asked, dict):
+            found.setdefault(("", str(guest)), {
+                "guest_kernel": "", "kernel_id": str(asked.get("kernel_id") or ""),
+                "kernel_config": str(asked.get("config_hash") or ""), "kernel_cmdline": ""})
+    return found
+
+
+def _kernel_of(rec: dict[str, Any], kernels: dict[tuple[str, str], dict[str, str]]
+               ) -> dict[str, str]:
+    return (kernels.get((rec["paging_mode"], rec["guest"]))
+            or kernels.get(("", rec["guest"]))
+            or dict.fromkeys(KERNEL_COLUMNS, ""))
+
+
+def _trial_rows(rec: dict[str, Any], plan: _Tables,
                 params: dict[str, pa.DataType]) -> Iterator[dict[str, Any]]:
     common = {
-        **base, **{k: rec[k] for k in ("cell_id", "paging_requested", "paging_mode", "accel",
-                                        "guest", "workload", "kind", "trial", "warmup",
-                                        "attempt", "outcome", "reason", "duration_s")},
+        **plan.base, **_kernel_of(rec, plan.kernels),
+        **{k: rec[k] for k in ("cell_id", "paging_requested", "paging_mode", "accel", "guest",
+                               "workload", "kind", "trial", "warmup", "attempt", "outcome",
+                               "reason", "duration_s")},
         "started_at": datetime.fromtimestamp(rec["started_at"], UTC),
         **{name: rec["params"].get(name) for name in params},
     }
@@ -179,9 +220,9 @@ def _trial_rows(rec: dict[str, Any], base: dict[str, Any],
         yield {**common, "metric": name, "value": value, "unit": unit}
 
 
-def _trial_table(batch: list[dict[str, Any]], base: dict[str, Any], schema: pa.Schema,
+def _trial_table(batch: list[dict[str, Any]], plan: _Tables, schema: pa.Schema,
                  params: dict[str, pa.DataType]) -> pa.Table:
-    rows = [row for rec in batch for row in _trial_rows(rec, base, params)]
+    rows = [row for rec in batch for row in _trial_rows(rec, plan, params)]
     return pa.Table.from_pylist(rows, schema=schema)
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from orchestrator.suite.kernel_choice import BuiltKernel, guest_names
 from orchestrator.suite.kinds import KINDS
 from orchestrator.suite.schema import (
+    Guest,
     PrecisionTarget,
     RequestedMode,
     Suite,
@@ -158,9 +160,26 @@ def make_plan(suite: Suite) -> Plan:
 
 
 def targets(suite: Suite) -> list[tuple[RequestedMode, str]]:
-    """(mode, guest) in plan order: natively the host, in every other mode every guest."""
+    """(mode, guest) in plan order: natively the host, in every other mode every guest (a
+    guest sweeping kernels is one guest per kernel, see run_guests)."""
+    guests = list(guest_names(suite.guests))
     return [(mode, guest) for mode in suite.paging
-            for guest in ([NATIVE_GUEST] if mode is RequestedMode.NATIVE else suite.guests)]
+            for guest in ([NATIVE_GUEST] if mode is RequestedMode.NATIVE else guests)]
+
+
+@dataclass(frozen=True)
+class RunGuest:
+    """A guest as a run boots it: the suite's guest (`base`) with one kernel."""
+
+    base: str
+    config: Guest
+    kernel: str | BuiltKernel
+
+
+def run_guests(suite: Suite) -> dict[str, RunGuest]:
+    """Every guest a run boots, by the name its rows carry."""
+    return {name: RunGuest(base, suite.guests[base], spec)
+            for name, (base, spec) in guest_names(suite.guests).items()}
 
 
 def points_per_target(workload: WorkloadBase) -> int:

@@ -27,8 +27,10 @@ from orchestrator.suite.fields import (
     PosInt,
     Seconds,
     Size,
+    Sweep,
     nonempty_distinct,
 )
+from orchestrator.suite.kernel_choice import IMAGE_KERNEL, KernelSpec, guest_names
 from orchestrator.suite.kinds import KINDS, Kind, Params
 from orchestrator.suite.reference import Reference
 
@@ -105,6 +107,16 @@ class Guest(Frozen):
     # KVM's dirty ring instead of its dirty bitmap: entries per vCPU (a power of two from
     # 1024 to 65536), 0 = off. `dirty-log` then measures in QEMU's dirty-ring mode.
     dirty_ring: NonNegInt = 0
+    # the kernel it boots: the image's own, a Debian package, a local .deb or a built kernel;
+    # a list sweeps it (one guest per kernel, see kernel_choice.guest_names)
+    kernel: Sweep[KernelSpec] = (IMAGE_KERNEL,)
+
+    @model_validator(mode="after")
+    def _kernel_fits_image(self) -> Guest:
+        if self.image == ImageKind.DEBIAN and self.kernel != (IMAGE_KERNEL,):
+            raise ValueError("kernel: only the image's own kernel boots a debian guest for now "
+                             "(its initrd is Debian's): use image: mini to choose a kernel")
+        return self
 
     @field_validator("dirty_ring")
     @classmethod
@@ -329,6 +341,11 @@ class Suite(Frozen):
                         raise ValueError(
                             f"workload {workload.name!r} is pinned to cpu {workload.cpu}, but "
                             f"guest {name!r} has {guest.vcpus} vCPU(s) (cpus count from 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _kernel_sweeps_name_guests(self) -> Suite:
+        guest_names(self.guests)  # raises on a name a sweep would make twice or too long
         return self
 
     @model_validator(mode="after")
