@@ -13,7 +13,7 @@ tests/fixtures/aa-native: 10-25 % swings, whole stretches of runs slower); a cha
 cell is not moved by it. The price: a change that moves every cell by the same factor is taken
 for host load (a kernel or QEMU update, which is what usually does that, is a platform change).
 
-Otava (vendored: orchestrator/analysis/otava) splits windows of `WINDOW` runs where the energy
+Otava (vendored: orchestrator/analysis/otava.py) splits windows of `WINDOW` runs where the energy
 statistic peaks, keeps splits with p < 10 x `MAX_PVALUE`, then merges away the weakest until
 each remaining one has p < `MAX_PVALUE` and a relative change above `MIN_MAGNITUDE`.
 Deterministic: the same runs always give the same change points.
@@ -163,7 +163,7 @@ def host_adjusted(values: pd.DataFrame) -> pd.Series:
 def detect(series: Sequence[float], min_magnitude: float = MIN_MAGNITUDE
            ) -> list[tuple[int, float]]:
     """Otava's change points of one series: (index of the first point after, p-value)."""
-    from orchestrator.analysis.otava import analysis as otava  # scipy: only when detecting
+    from orchestrator.analysis import otava  # scipy: only when detecting
 
     found, _ = otava.compute_change_points(list(series), window_len=WINDOW,
                                            max_pvalue=MAX_PVALUE, min_magnitude=min_magnitude)

@@ -32,6 +32,7 @@ from typing import Any
 
 from orchestrator.analysis import changepoints, triage
 from orchestrator.analysis.changepoints import ChangePoint, PlatformChange
+from orchestrator.analysis.stats import higher_is_worse
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import reader, rundir
@@ -54,6 +55,13 @@ class Step:
     @property
     def ratio(self) -> float:
         return self.after / self.before
+
+
+def is_regression(step: Step) -> bool:
+    """A step the worse way for its unit, as ChangePoint.regression decides (one rule:
+    stats.higher_is_worse; tests/report/test_stats.py checks compare agrees)."""
+    worse = higher_is_worse(step.unit)
+    return worse is not None and (step.ratio > 1) == worse
 
 
 @dataclass(frozen=True)
