@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from orchestrator.analysis import changepoints
+from orchestrator.analysis.changepoints import ChangePoint
+from orchestrator.analysis.history import History
 from orchestrator.cli import entry as cli
 from orchestrator.errors import ExitCode
-from orchestrator.fleet import nightly
+from orchestrator.fleet import confirm, nightly
 from orchestrator.run.lock import run_lock
 from orchestrator.store import reader, rundir
+from orchestrator.suite.loader import load_suite
 from tests.fleet.conftest import fake_run
 
 ROOT = Path(__file__).resolve().parents[2]
