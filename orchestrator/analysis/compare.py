@@ -39,7 +39,7 @@ from orchestrator.analysis.intervals import ratio_interval
 from orchestrator.analysis.stats import higher_is_worse, measured, shown
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
-from orchestrator.store import reader, rundir
+from orchestrator.store import reader
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not 0 <= args.threshold < 10:
         raise BadInput(f"--threshold {args.threshold} is not a fraction",
                        hint="5%% is --threshold 0.05")
-    root = Path(rundir.default_root() if args.results_dir is None else args.results_dir)
+    root = Path(args.settings.results if args.results_dir is None else args.results_dir)
     base, new = reader.load(args.base, root), reader.load(args.new, root)
     found = _checked_differences(args, base, new)
     params = sorted(set(base.manifest.get("param_columns", {}))

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from orchestrator.analysis.history import Step  # noqa: E402
-from orchestrator.analysis.stats import shown  # noqa: E402
+from orchestrator.analysis.stats import crossings, shown  # noqa: E402
 
 SKIP_METRICS = ("rusage_",)
 
@@ -58,18 +58,6 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> Path:
     fig.savefig(out_dir / f"{stem}.svg", bbox_inches="tight")
     plt.close(fig)
     return png
-
-
-def crossings(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[float]:
-    """x where curve a - b changes sign, by linear interpolation."""
-    diff = a - b
-    points = []
-    for i in range(len(x) - 1):
-        if diff[i] == 0:
-            points.append(float(x[i]))
-        elif diff[i] * diff[i + 1] < 0:
-            points.append(float(x[i] + (x[i + 1] - x[i]) * diff[i] / (diff[i] - diff[i + 1])))
-    return points
 
 
 def metric_plots(table: pd.DataFrame, params: list[str], out_dir: Path,
@@ -334,3 +322,25 @@ def unswept_plots(table: pd.DataFrame, params: list[str], out_dir: Path) -> list
         ax.legend(fontsize=8)
         made.append(_save(fig, out_dir, f"{workload}-{str(unit).replace('/', '-per-')}-phases"))
     return made
+
+
+def reference_plot(curves: list[tuple[str, int, bool, np.ndarray, np.ndarray]], axis: str,
+                   title: str, out_dir: Path, stem: str) -> Path:
+    """Published and measured curves, each divided by its own first value: shapes only, since
+    their platform's absolute times say nothing of ours. Theirs dashed, ours solid, a series
+    and the mode of ours that plays it in one colour."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, index, theirs, xs, ys in curves:
+        ax.plot(xs, ys, linestyle="--" if theirs else "-", marker="s" if theirs else "o",
+                color=f"C{index}", label=label)
+    xs_all = np.concatenate([xs for _, _, _, xs, _ in curves])
+    if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(axis)
+    ax.set_ylabel(f"value / value at {axis}={curves[0][3][0]:g}")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, stem)

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis import compatibility
+from orchestrator.analysis import compatibility, reference
 from orchestrator.analysis.intervals import trials_needed
 from orchestrator.analysis.page import (
+    TIMELINE_MAX_EVENTS,
     Banner,
     Block,
     Details,
@@ -29,6 +30,7 @@ from orchestrator.analysis.page import (
     Items,
     Table,
     Text,
+    Timeline,
     html_page,
     markdown,
 )
@@ -45,7 +47,7 @@ from orchestrator.analysis.stats import (
     unmeasured,
 )
 from orchestrator.errors import ExitCode
-from orchestrator.store import reader, rundir
+from orchestrator.store import reader
 
 PROVENANCE = ["run_id", "suite_name", "status", "git_rev", "started_at", "ended_at"]
 HOST = ["hostname", "cpu_model", "microcode", "kernel_release", "kvm_module", "guest_accel"]
@@ -103,7 +105,13 @@ def write_report(runs: list[str | Path], out_dir: Path,
     data = gather(runs, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     # matplotlib is imported only when drawing: every other verb starts faster without it
-    from orchestrator.analysis.plots import events_plot, metric_plots, ratio_plot, unswept_plots
+    from orchestrator.analysis.plots import (
+        events_plot,
+        metric_plots,
+        ratio_plot,
+        reference_plot,
+        unswept_plots,
+    )
 
     figures = [*metric_plots(data.table, data.params, out_dir, data.missing),
                *unswept_plots(data.table, data.params, out_dir)]
@@ -111,6 +119,13 @@ def write_report(runs: list[str | Path], out_dir: Path,
     event_figures = (metric_plots(data.event_counts, data.params, out_dir)
                      if not data.event_counts.empty else [])
     blocks = [*banners(data), *run_blocks(data)]
+    for ref in reference.references(data.manifests):  # a seed's figures beside ours, first
+        curves = reference.growth_curves(data.table, ref) if ref.get("series") else []
+        figure = reference_plot(curves, str(ref["axis"]), f"seed {ref['seed']}: growth, theirs "
+                                f"and ours", out_dir, f"reference-{ref['seed']}-{ref['workload']}"
+                                ) if curves else None
+        blocks += reference.blocks(data.table, data.ratios, data.trials, data.params, ref,
+                                   figure)
     for workload in dict.fromkeys(data.trials["workload"]):
         ratio_fig = ratio_plot(_of(data.ratios, workload), data.params, out_dir,
                                stem=f"{workload}-mode-ratios")
@@ -146,6 +161,23 @@ def gap_ticks(timeline: pd.DataFrame) -> float | None:
     return float(np.median(gaps)) if len(gaps) else None
 
 
+def timeline_rows(timeline: pd.DataFrame) -> tuple[tuple[tuple[str, str, tuple[int, ...]], ...],
+                                                  int]:
+    """The canvas's rows, guest rows first (above the host's, as in the figure), ticks from the
+    trial's first event, in time order; the earliest TIMELINE_MAX_EVENTS events, and how many
+    more there were."""
+    data = timeline.dropna(subset=["tsc"]).astype({"tsc": "int64"}).sort_values("tsc")
+    if data.empty:
+        return (), 0
+    kept = data.iloc[:TIMELINE_MAX_EVENTS]
+    start = int(data["tsc"].iloc[0])
+    keys = sorted(dict.fromkeys(zip(kept["side"], kept["event"], strict=True)),
+                  key=lambda r: (r[0] != "guest", r[1]))
+    rows = tuple((str(side), str(event), tuple(int(t) - start for t in kept.loc[
+        (kept["side"] == side) & (kept["event"] == event), "tsc"])) for side, event in keys)
+    return rows, len(data) - len(kept)
+
+
 def timeline_blocks(data: Data, workload: str, out_dir: Path) -> list[Block]:
     """The captured trials' host+guest timelines of this workload (`trace: {timeline: true}`)."""
     from orchestrator.analysis.plots import timeline_plot
@@ -164,7 +196,8 @@ def timeline_blocks(data: Data, workload: str, out_dir: Path) -> list[Block]:
         png = timeline_plot(timeline, f"{workload} {where}, trial {trial}", out_dir,
                             f"{stem}-timeline")
         gap = gap_ticks(timeline)
-        blocks += [Heading(f"Timeline: {workload} {where}", 3), Figure(png),
+        rows, dropped = timeline_rows(timeline)
+        blocks += [Heading(f"Timeline: {workload} {where}", 3), Timeline(png, rows, dropped),
                    Text("Median gap from a guest event to the next host event: "
                         + (f"{gap:,.0f} TSC ticks." if gap is not None else
                            "no guest and host events to pair."))]
@@ -281,7 +314,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    root = args.results_dir or rundir.default_root()
+    root = args.results_dir or args.settings.results
     out = args.out or reader.resolve_run(args.runs[0], root) / "report"
     page = write_report(args.runs, out, root)
     print(f"report: {page}")

@@ -78,6 +78,18 @@ def summary(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
 RATIO_COLUMNS = ["guest", "ratio", "value", "ci_low", "ci_high", "n_num", "n_den"]
 
 
+def crossings(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[float]:
+    """x where curve a - b changes sign, by linear interpolation."""
+    diff = a - b
+    points = []
+    for i in range(len(x) - 1):
+        if diff[i] == 0:
+            points.append(float(x[i]))
+        elif diff[i] * diff[i + 1] < 0:
+            points.append(float(x[i] + (x[i + 1] - x[i]) * diff[i] / (diff[i] - diff[i + 1])))
+    return points
+
+
 def _mode_pairs(modes: set[str]) -> list[tuple[str, str]]:
     """shadow/tdp, and every virtualized mode over native (tcg/native says what it is)."""
     pairs = [("shadow", "tdp")] if {"shadow", "tdp"} <= modes else []

@@ -30,6 +30,7 @@ from orchestrator.suite.fields import (
     nonempty_distinct,
 )
 from orchestrator.suite.kinds import KINDS, Kind, Params
+from orchestrator.suite.reference import Reference
 
 # Compiled by pydantic's Rust regex engine, which knows \z (end of text) but not Python's \Z;
 # `$` would also end the match before a trailing newline in Python's engine.
@@ -263,6 +264,10 @@ class TrialOrder(StrEnum):
     INTERLEAVED = "interleaved"
 
 
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 class Suite(Frozen):
     name: Annotated[str, Field(pattern=NAME_RE)]
     description: str = ""
@@ -278,6 +283,29 @@ class Suite(Frozen):
     host_prep: HostPrep = HostPrep()
     order: TrialOrder = TrialOrder.CONTIGUOUS
     order_seed: int = 0  # seeds interleaved's shuffles: the same seed, the same order
+    reference: tuple[Reference, ...] = ()  # the source thread's published figures
+
+    @model_validator(mode="after")
+    def _references_name_what_is_measured(self) -> Suite:
+        workloads = {w.name: w for w in self.workloads}
+        for ref in self.reference:
+            workload = workloads.get(ref.workload)
+            if workload is None:
+                raise ValueError(f"reference of seed {ref.seed} names workload "
+                                 f"{ref.workload!r}, which the suite does not have "
+                                 f"(it has {sorted(workloads)})")
+            params = workload.params.model_dump()
+            for name in [n for n in [ref.axis, *(r.param for r in ref.ratios)] if n]:
+                if name not in params:
+                    raise ValueError(f"reference of seed {ref.seed}: workload {workload.name!r} "
+                                     f"has no parameter {name!r} (it has {sorted(params)})")
+            for ratio in ref.ratios:
+                values = {str(v) for v in _listed(params[ratio.param])}
+                for end in (ratio.numerator, ratio.denominator):
+                    if str(end) not in values:
+                        raise ValueError(f"reference of seed {ref.seed}: {ratio.param}={end} is "
+                                         f"not measured (the suite sweeps {sorted(values)})")
+        return self
 
     @field_validator("workloads")
     @classmethod

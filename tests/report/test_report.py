@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.analysis.plots import crossings
 from orchestrator.analysis.report import write_report
+from orchestrator.analysis.stats import crossings
 from tests.report.conftest import make_run, noisy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +87,26 @@ def test_a_compare_page_opens_in_chromium(tmp_path: Path) -> None:
     assert done.returncode == 4, done.stderr
     dom = opened_in_chromium(page, tmp_path, ARTIFACTS / "compare.png")
     assert "<td>regression</td>" in dom
+
+
+@pytest.mark.integration
+def test_ours_beside_theirs_and_a_zoomable_timeline_open_in_chromium(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tests.report.test_reference import write_two_mode_run
+
+    run = write_two_mode_run(tmp_path)
+    (run / "captures").mkdir()
+    pd.DataFrame({"side": ["host", "guest", "host", "guest", "host"],
+                  "event": ["kvm:kvm_exit", "exceptions:page_fault_user", "kvm:kvm_exit",
+                            "exceptions:page_fault_user", "kvm:kvm_page_fault"],
+                  "tsc": pd.array([100, 1000, 1300, 5000, 5100], dtype="UInt64")}).to_parquet(
+        run / "captures" / "shadow-128000-1.timeline.parquet")
+    page = write_report([run], tmp_path / "out", tmp_path)
+    dom = opened_in_chromium(page, tmp_path, ARTIFACTS / "report-reference.png")
+    assert "Ours beside theirs: seed 000 (fork, fork_us)" in dom
+    assert 'data-drawn="5"' in dom  # the canvas drew all five events
+    assert "<canvas" in dom and "Zoom with the mouse wheel" in dom
 
 
 def test_categorical_sweeps_become_bar_charts(tmp_path: Path) -> None:

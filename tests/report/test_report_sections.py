@@ -72,6 +72,11 @@ def test_a_captured_timeline_is_drawn_with_the_guest_to_host_gap(tmp_path: Path)
     assert f"![{cell}-1-timeline]({cell}-1-timeline.png)" in text
     # guest 1000 -> host 1300 (300 ticks), guest 5000 -> host 5100 (100): median 200
     assert "Median gap from a guest event to the next host event: 200 TSC ticks." in text
+    page = (tmp_path / "out" / "report.html").read_text()
+    # the zoomable canvas's data: guest rows first, ticks from the first event, in time order
+    assert ('data-timeline=\'{&quot;rows&quot;:[{&quot;side&quot;:&quot;guest&quot;,'
+            '&quot;label&quot;:&quot;exceptions:page_fault_user&quot;,&quot;ticks&quot;:'
+            '[900,4900]}') in page
 
 
 def test_per_unit_costs_and_events_against_the_same_axis(tmp_path: Path) -> None:
