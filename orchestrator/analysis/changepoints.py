@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.analysis.intervals import median_interval, ratio_interval
-from orchestrator.analysis.stats import higher_is_worse, measured
+from orchestrator.analysis.stats import higher_is_worse, measured, shown
 from orchestrator.store import reader
 
 WINDOW = 30
@@ -140,7 +140,7 @@ def _params(row: pd.Series, names: list[str]) -> dict[str, Any]:
     """A cell by what people recognise: mode, guest, workload and its parameters."""
     named = {"paging": row.get("paging_mode"), "guest": row.get("guest"),
              "workload": row.get("workload")}
-    return {**named, **{n: row[n] for n in names if pd.notna(row[n])}}
+    return {**named, **{n: shown(row[n]) for n in names if pd.notna(row[n])}}
 
 
 def host_adjusted(values: pd.DataFrame) -> pd.Series:
