@@ -13,9 +13,10 @@ tests/fixtures/aa-native: 10-25 % swings, whole stretches of runs slower); a cha
 cell is not moved by it. The price: a change that moves every cell by the same factor is taken
 for host load (a kernel or QEMU update, which is what usually does that, is a platform change).
 
-Otava (vendored: orchestrator/analysis/otava.py) splits windows of `WINDOW` runs where the energy
-statistic peaks, keeps splits with p < 10 x `MAX_PVALUE`, then merges away the weakest until
-each remaining one has p < `MAX_PVALUE` and a relative change above `MIN_MAGNITUDE`.
+Otava (`apache-otava`, the successor of MongoDB's performance CI's detector) splits windows of
+`WINDOW` runs where the energy statistic peaks, keeps splits with p < 10 x `MAX_PVALUE`, then
+merges away the weakest until each remaining one has p < `MAX_PVALUE` and a relative change
+above `MIN_MAGNITUDE`.
 Deterministic: the same runs always give the same change points.
 
 A change point is *confirmed* once `CONFIRM_RUNS` runs lie after it (in its segment): before
@@ -163,10 +164,10 @@ def host_adjusted(values: pd.DataFrame) -> pd.Series:
 def detect(series: Sequence[float], min_magnitude: float = MIN_MAGNITUDE
            ) -> list[tuple[int, float]]:
     """Otava's change points of one series: (index of the first point after, p-value)."""
-    from orchestrator.analysis import otava  # scipy: only when detecting
+    from otava.analysis import compute_change_points  # scipy: only when detecting
 
-    found, _ = otava.compute_change_points(list(series), window_len=WINDOW,
-                                           max_pvalue=MAX_PVALUE, min_magnitude=min_magnitude)
+    found, _ = compute_change_points(list(series), window_len=WINDOW,
+                                     max_pvalue=MAX_PVALUE, min_magnitude=min_magnitude)
     return [(int(cp.index), float(cp.stats.pvalue)) for cp in found]
 
 
