@@ -1,47 +1,50 @@
-"""History of one suite across nightly runs: a trend per cell, and steps that persist.
+"""`orchestrate history SUITE`: the change points of a suite over its runs, newest first.
 
-A step is called only if it is significant (Mann-Whitney on the trials before vs after),
-larger than the threshold and than the host's own night-to-night noise (the median absolute
-deviation of nightly medians before the step, learned per host), held by at least
-`MIN_AFTER` nights, and separates the ranges: after trimming the most extreme night on each
-side, every night after lies beyond every night before (LKP's range separation). A one-night
-spike fails the last two conditions.
+Change points come from analysis/changepoints.py (Apache Otava's E-Divisive with a t-test over
+each (host, cell, metric) series of run medians, calibrated on the recorded A/A series): not a
+threshold between two runs. Each has its run range (the last run before it, the first after),
+its magnitude (the ratio of the medians of the run medians after/before, with a bootstrap
+interval), its p-value, how many runs confirm it, and its triage status (analysis/triage.py).
+A platform change (the host's kernel, QEMU or accelerator) cuts a series and is listed too.
 
 `--json` prints one JSON object on stdout, a stable shape (keys may be added, never removed;
 NaN is null):
 
-    {"schema": "orchestrate.history/1", "suite", "results_dir", "metric", "threshold",
-     "runs": [{"run_id", "path", "status", "started_at", "unreadable_lines"}],  (oldest first)
-     "steps": [{"cell_id", "metric", "unit", "at_run", "before", "after", "ratio",
-                "regression"}],
-     "regressions": N}
+    {"schema": "orchestrate.history/2", "suite", "results_dir", "metric", "threshold",
+     "runs": [{"run_id", "path", "host", "status", "started_at", "unreadable_lines"}],
+     "change_points": [ChangePoint.as_json(): {"key", "host", "cell_id", "metric", "unit",
+                       "params", "last_before", "at_run", "before", "after", "ratio",
+                       "ratio_interval", "pvalue", "runs_after", "confirmed", "regression",
+                       "status", "triage", "alert"}],  (newest first)
+     "platform_changes": [{"host", "last_before", "at_run", "before", "after"}],
+     "alerts": N}
 
-A step is a "regression" when it went the worse way for its unit (stats.higher_is_worse: a
-time up, a rate down; counts never); the exit code is then 4.
+An alert is a confirmed change point the worse way for its unit (a time up, a rate down)
+that nobody has acknowledged or marked invalid; the exit code is then 4.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from orchestrator.analysis.stats import higher_is_worse, measured, present_params
+from orchestrator.analysis import changepoints, triage
+from orchestrator.analysis.changepoints import ChangePoint, PlatformChange
+from orchestrator.analysis.stats import higher_is_worse
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import reader, rundir
 
-MIN_BEFORE, MIN_AFTER = 3, 3
-ALPHA = 0.01
-SCHEMA = "orchestrate.history/1"
+SCHEMA = "orchestrate.history/2"
 
 
 @dataclass(frozen=True)
 class Step:
+    """The old persistent-step record, still the type analysis/plots.py's `trend_plot` draws
+    (its owner may drop both; history itself now reports ChangePoints)."""
+
     cell_id: str
     metric: str
     unit: str
@@ -54,120 +57,112 @@ class Step:
         return self.after / self.before
 
 
-def nightly(trials: pd.DataFrame) -> pd.Series:
-    """Per cell, metric (with its unit) and run: the trials' values, in run order."""
-    data = measured(trials).sort_values("started_at")
-    return data.groupby(["cell_id", "metric", "unit", "run_id"], sort=False)["value"].apply(list)
-
-
-def find_step(runs: list[str], values: list[list[float]], threshold: float) -> int | None:
-    """The index of the first night of a persistent step, or None."""
-    medians = [float(np.median(v)) for v in values]
-    best: tuple[float, int] | None = None
-    for k in range(MIN_BEFORE, len(runs) - MIN_AFTER + 1):
-        score = _step_score(medians[:k], medians[k:], values[:k], values[k:], threshold)
-        if score is not None and (best is None or score < best[0]):
-            best = (score, k)
-    return None if best is None else best[1]
-
-
-def _step_score(before: list[float], after: list[float], vb: list[list[float]],
-                va: list[list[float]], threshold: float) -> float | None:
-    b, a = float(np.median(before)), float(np.median(after))
-    noise = float(np.median(np.abs(np.array(before) - b))) * 1.4826
-    if abs(a - b) <= max(threshold * abs(b), 3 * noise):
-        return None
-    trim_b, trim_a = sorted(before)[1:-1] or before, sorted(after)[1:-1] or after
-    separated = min(trim_a) > max(trim_b) if a > b else max(trim_a) < min(trim_b)
-    if not separated:
-        return None
-    from scipy.stats import mannwhitneyu  # slow to import: only when a test is needed
-
-    p = float(mannwhitneyu(sum(vb, []), sum(va, []), alternative="two-sided").pvalue)
-    return p if p < ALPHA else None
-
-
-def steps(trials: pd.DataFrame, threshold: float = 0.05) -> list[Step]:
-    found = []
-    series = nightly(trials)
-    for key, per_run in series.groupby(level=[0, 1, 2], sort=False):
-        cell, metric, unit = cast(tuple[str, str, str], key)
-        runs = [str(index[3]) for index in per_run.index]
-        k = find_step(runs, list(per_run.to_numpy()), threshold)
-        if k is not None:
-            meds = [float(np.median(v)) for v in per_run.to_numpy()]
-            found.append(Step(str(cell), str(metric), str(unit), runs[k],
-                              float(np.median(meds[:k])), float(np.median(meds[k:]))))
-    return found
-
-
-def suite_runs(root: Path, suite: str) -> list[reader.RunTables]:
-    """Every readable run of the suite under root, oldest first (a run with a damaged
-    manifest is skipped with a warning; unreadable journal lines are warned about)."""
-    paths = [r["path"] for r in reader.list_runs(root) if r.get("suite_name") == suite]
-    if not paths:
-        raise BadInput(f"no runs of suite {suite!r} under {root.resolve()}",
-                       hint="`orchestrate results` lists the runs; --results-dir DIR or "
-                            "$ORCH_RESULTS says where they are")
-    return [reader.load(p) for p in paths]
-
-
-def suite_history(root: Path, suite: str) -> pd.DataFrame:
-    return pd.concat([t.trials for t in suite_runs(root, suite)], ignore_index=True)
-
-
 def is_regression(step: Step) -> bool:
-    """A step the worse way for its unit (a time up, a rate down); a count's step is
-    reported, never called a regression."""
+    """A step the worse way for its unit, as ChangePoint.regression decides (one rule:
+    stats.higher_is_worse; tests/report/test_stats.py checks compare agrees)."""
     worse = higher_is_worse(step.unit)
     return worse is not None and (step.ratio > 1) == worse
 
 
+@dataclass(frozen=True)
+class History:
+    runs: list[reader.RunTables]
+    change_points: list[ChangePoint]  # newest first, triage applied
+    platform_changes: list[PlatformChange]
+
+    @property
+    def alerts(self) -> list[ChangePoint]:
+        return [c for c in self.change_points if c.alerts]
+
+
+def suite_runs(root: Path, suite: str) -> list[reader.RunTables]:
+    """Every readable run of the suite under root (a fleet's host directories included),
+    oldest first (a run with a damaged manifest is skipped with a warning; unreadable journal
+    lines are warned about)."""
+    listed = [r for r in reader.list_runs(root) if r.get("suite_name") == suite]
+    if not listed:
+        raise BadInput(f"no runs of suite {suite!r} under {root.resolve()}",
+                       hint="`orchestrate results` lists the runs; --results-dir DIR or "
+                            "$ORCH_RESULTS says where they are")
+    listed.sort(key=lambda r: (str(r.get("started_at", "")), r["path"].name))
+    return [reader.load(r["path"]) for r in listed]
+
+
+def history(root: Path, suite: str, metric: str | None = None,
+            threshold: float = changepoints.MIN_MAGNITUDE) -> History:
+    """The suite's change points under root, with the triage recorded there applied."""
+    runs = suite_runs(root, suite)
+    if metric:
+        runs = [replace(t, trials=t.trials[t.trials["metric"] == metric]) for t in runs]
+    found, platforms = changepoints.change_points(runs, min_magnitude=threshold)
+    return History(runs, triage.apply(triage.load(root), found), platforms)
+
+
 def add_parser(sub: Any) -> None:
-    cmd = sub.add_parser("history", help="trend and persistent steps across runs of a suite")
+    cmd = sub.add_parser("history", help="change points across runs of a suite, newest first")
     cmd.add_argument("suite", help="the suite name")
     cmd.add_argument("--results-dir", type=Path, default=None)
     cmd.add_argument("--metric", default=None, help="only this metric (e.g. fork_us)")
-    cmd.add_argument("--threshold", type=float, default=0.05)
-    cmd.add_argument("--plot", type=Path, default=None, help="write the trend as a PNG")
+    cmd.add_argument("--threshold", type=float, default=changepoints.MIN_MAGNITUDE,
+                     help="smallest relative change a change point may have "
+                          f"(default {changepoints.MIN_MAGNITUDE})")
+    cmd.add_argument("--plot", type=Path, default=None,
+                     help="write the trend of every cell (change points as ranges) as a PNG")
     cmd.add_argument("--json", action="store_true",
-                     help="runs and steps as one JSON object "
+                     help="runs and change points as one JSON object "
                           "(shape: orchestrator/analysis/history.py)")
     cmd.set_defaults(func=cmd_history)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    if not 0 <= args.threshold < 1:
+        raise BadInput(f"--threshold {args.threshold}: a fraction in [0, 1)",
+                       hint="e.g. --threshold 0.05 for 5%")
     root = args.results_dir or rundir.default_root()
-    runs = suite_runs(root, args.suite)
-    trials = pd.concat([t.trials for t in runs], ignore_index=True)
-    if args.metric:
-        trials = trials[trials["metric"] == args.metric]
-    found = steps(trials, args.threshold)
+    found = history(root, args.suite, args.metric, args.threshold)
     if args.json:
-        print_json(history_json(args, root, runs, found))
+        print_json(history_json(args, root, found))
     else:
-        for step in found:
-            print(f"step at {step.at_run}: {step.metric} cell {step.cell_id} "
-                  f"{step.before:.4g} -> {step.after:.4g} (x{step.ratio:.3f})")
-        print(f"{len(found)} persistent step(s) over {trials['run_id'].nunique()} runs")
+        print_history(found)
     if args.plot:
-        from orchestrator.analysis.plots import trend_plot  # matplotlib only when drawing
+        from orchestrator.analysis.trend import trend_plot  # matplotlib only when drawing
 
-        params = present_params(trials, sorted({p for t in runs
-                                                for p in t.manifest.get("param_columns", {})}))
-        trend_plot(trials, params, found, args.plot)
-    return ExitCode.REGRESSION if any(is_regression(s) for s in found) else ExitCode.OK
+        trend_plot(changepoints.run_values(found.runs), found.change_points,
+                   found.platform_changes, args.plot)
+    return ExitCode.REGRESSION if found.alerts else ExitCode.OK
 
 
-def history_json(args: argparse.Namespace, root: Path, runs: list[reader.RunTables],
-                 found: list[Step]) -> dict[str, Any]:
+def describe(cp: ChangePoint) -> str:
+    """One line: when, which cell (by its parameters), how much, how sure, its status."""
+    cell = " ".join(f"{k}={v}" for k, v in cp.params.items() if v is not None)
+    kind = "regression" if cp.regression else "improvement"
+    state = "confirmed" if cp.confirmed else \
+        f"unconfirmed: {cp.runs_after} of {changepoints.CONFIRM_RUNS} runs after"
+    return (f"{cp.last_before} -> {cp.at_run} [{cp.host}] {cell}: {cp.metric} "
+            f"{cp.before:.4g} -> {cp.after:.4g} {cp.unit} (x{cp.ratio:.3f}, 95% "
+            f"[{cp.ratio_low:.3f}, {cp.ratio_high:.3f}], p={cp.pvalue:.2g}) {kind}, {state}, "
+            f"{cp.status}  key {cp.key}")
+
+
+def print_history(found: History) -> None:
+    for cp in found.change_points:
+        print(describe(cp))
+    for pc in found.platform_changes:
+        print(f"{pc.last_before} -> {pc.at_run} [{pc.host}] platform changed: {pc.before} -> "
+              f"{pc.after} (series are cut there)")
+    print(f"{len(found.change_points)} change point(s), {len(found.alerts)} alert(s) over "
+          f"{len(found.runs)} runs")
+
+
+def history_json(args: argparse.Namespace, root: Path, found: History) -> dict[str, Any]:
     return {
         "schema": SCHEMA, "suite": args.suite, "results_dir": str(root.resolve()),
         "metric": args.metric, "threshold": args.threshold,
         "runs": [{"run_id": t.manifest["run_id"], "path": str(t.path),
+                  "host": (t.manifest.get("host") or {}).get("hostname"),
                   "status": t.manifest.get("status"), "started_at": t.manifest.get("started_at"),
-                  "unreadable_lines": t.unreadable} for t in runs],
-        "steps": [{**asdict(s), "ratio": s.ratio, "regression": is_regression(s)}
-                  for s in found],
-        "regressions": sum(is_regression(s) for s in found),
+                  "unreadable_lines": t.unreadable} for t in found.runs],
+        "change_points": [cp.as_json() for cp in found.change_points],
+        "platform_changes": [vars(pc) for pc in found.platform_changes],
+        "alerts": len(found.alerts),
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 import shtab
 
 from orchestrator import proc
-from orchestrator.analysis import compare, history, report, summary
+from orchestrator.analysis import compare, history, report, summary, triage
 from orchestrator.cli import doctor, gc, reproduce, run
 from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.fleet import nightly
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     compare.add_parser(sub)
     history.add_parser(sub)
+    triage.add_parser(sub)
     nightly.add_parser(sub)
     lab_run.add_parser(sub)
     reproduce.add_parser(sub)

@@ -3,8 +3,11 @@
 The nightly wrapper holds its own lock (two nightlies never overlap; a manual `orchestrate
 run` is still kept out by the run's own lock), runs `orchestrate run` as a child process in
 its own process group under a global deadline (SIGTERM at the deadline: the run restores the
-host and marks itself interrupted; SIGKILL after a grace period), compares the new run with
-the previous good run of the same suite, and keeps only the newest N runs of that suite.
+host and marks itself interrupted; SIGKILL after a grace period), finds the change points of
+the suite's history on this host (analysis/changepoints.py: not a threshold between two runs),
+reruns just the cells of a change point it has only just seen until enough runs confirm it or
+not (fleet/confirm.py, within the same deadline), and keeps only the newest N runs of that
+suite.
 Everything goes to an append-only log file with UTC timestamps: no terminal, no colour.
 
 The child gets SIGTERM if the wrapper itself dies (PR_SET_PDEATHSIG: even a SIGKILLed wrapper
@@ -13,8 +16,9 @@ the run and after it, runs that died are recovered (recovery.py, under the run l
 deadline had to SIGKILL gets its guests destroyed and the host's KVM and settings restored.
 
 Exit codes: those of `orchestrate run` (0 ok, 1 trials failed, 2 bad input, 3 harness
-broke), 4 when compare finds a regression, 5 when another nightly (or run) holds the lock,
-130 when the deadline (or a signal) stopped the run.
+broke), 4 when a confirmed change point that nobody has triaged (`orchestrate triage`) went the
+worse way on this host, 5 when another nightly (or run) holds the lock, 130 when the deadline
+(or a signal) stopped the run.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ from orchestrator.suite.loader import load_suite
 from orchestrator.suite.units import parse_duration
 
 LOG_NAME = "nightly.log"
+MAX_LOGGED = 20  # change points written to the log, newest first
 GOOD_OUTCOMES = {"ok", "skipped"}
-COMPARE_TIMEOUT_S = 900.0
 PR_SET_CHILD_SUBREAPER = 36
 CHILD_ENV = {"NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1"}
 MEANING = {
@@ -59,7 +63,7 @@ MEANING = {
 
 def add_parser(sub: Any) -> None:
     cmd = sub.add_parser(
-        "nightly", help="one unattended run for cron: lock, deadline, compare, retention")
+        "nightly", help="one unattended run for cron: lock, deadline, change points, retention")
     cmd.add_argument("suite", type=Path, help="the suite file")
     cmd.add_argument("--results-dir", type=Path, default=None,
                      help="where run directories go (default: ./results or $ORCH_RESULTS)")
@@ -72,7 +76,8 @@ def add_parser(sub: Any) -> None:
     cmd.add_argument("--log", type=Path, default=None,
                      help=f"append the log here (default: RESULTS_DIR/{LOG_NAME})")
     cmd.add_argument("--threshold", type=float, default=0.05,
-                     help="smallest relative slowdown compare flags (default 0.05 = 5%%)")
+                     help="smallest relative change a change point may have "
+                          "(default 0.05 = 5%%)")
     cmd.set_defaults(func=cmd_nightly)
 
 
@@ -338,7 +343,8 @@ def _nightly(cfg: Settings, log: NightlyLog, started: float) -> ExitCode:
     _recover(cfg, log)
     prev = previous_good(cfg.root, cfg.suite_name)
     before = {r["path"].name for r in suite_runs(cfg.root, cfg.suite_name)}
-    log.say(f"suite {cfg.suite_name}; baseline: {prev.name if prev else 'none yet'}")
+    log.say(f"suite {cfg.suite_name}; {len(before)} earlier run(s) under {cfg.root}; last good: "
+            f"{prev.name if prev else 'none yet'}")
     ran = run_child(orchestrate_argv("run", str(cfg.suite), "--results-dir", str(cfg.root)),
                     log, "run", deadline=started + cfg.deadline_s, grace_s=cfg.grace_s)
     new = _new_run(cfg, before)
@@ -354,8 +360,8 @@ def _nightly(cfg: Settings, log: NightlyLog, started: float) -> ExitCode:
         log.say("another run holds the host's run lock: nothing was measured tonight", err=True)
     if ran.killed or ran.returncode < 0:
         _recover(cfg, log)  # what the killed run could not undo itself
-    compare_rc = _compare(cfg, log, prev, new, ran)
-    code = final_code(ran.returncode, ran.deadline_hit, compare_rc)
+    verdict_rc = _verdict(cfg, log, new, ran, started)
+    code = final_code(ran.returncode, ran.deadline_hit, verdict_rc)
     if cfg.keep is not None:
         _retention(cfg, log, {p for p in (prev, new) if p is not None})
     where = new.name if new is not None else "no run directory"
@@ -371,23 +377,47 @@ def _new_run(cfg: Settings, before: set[str]) -> Path | None:
     return made[-1] if made else None
 
 
-def _compare(cfg: Settings, log: NightlyLog, prev: Path | None, new: Path | None,
-             ran: ChildResult) -> int | None:
+def _verdict(cfg: Settings, log: NightlyLog, new: Path | None, ran: ChildResult,
+             started: float) -> int | None:
+    """0 or 4 from this host's change points (after confirmation reruns); None: no verdict."""
     if new is None or ran.deadline_hit or ran.returncode not in (0, 1):
         return None
-    if prev is None:
-        log.say(f"no earlier good run of {cfg.suite_name}: nothing to compare with")
-        return None
-    # --force: a runner whose kernel or QEMU was updated overnight is still compared; compare
-    # names every such difference in the log, and the step it causes is a real one
-    argv = orchestrate_argv("compare", str(prev), str(new), "--threshold", str(cfg.threshold),
-                            "--force", "--results-dir", str(cfg.root))
-    done = run_child(argv, log, "compare", deadline=time.monotonic() + COMPARE_TIMEOUT_S,
-                     grace_s=10.0)
-    verdict = {0: "no regression", 4: "REGRESSION"}.get(done.returncode, "compare failed")
-    log.say(f"compare {prev.name} -> {new.name}: {verdict} (exit {done.returncode})",
-            err=done.returncode != 0)
-    return done.returncode
+    from orchestrator.analysis.history import describe  # pandas, scipy: once a run is made
+    from orchestrator.fleet import confirm
+
+    host = rundir.hostname()
+    found = confirm.verdict(cfg.root, cfg.suite_name, cfg.threshold, host)
+    waiting = confirm.pending(found)
+    if waiting:
+        _confirm(cfg, log, waiting, started)
+        found = confirm.verdict(cfg.root, cfg.suite_name, cfg.threshold, host)
+    for cp in found.change_points[:MAX_LOGGED]:
+        log.say(f"change point: {describe(cp)}", err=cp.alerts)
+    for cp in confirm.pending(found):
+        log.say(f"not confirmed (yet): {cp.key}: no alert")
+    verdict = "REGRESSION" if found.alerts else "no regression"
+    log.say(f"change points of {cfg.suite_name} on {host} over {len(found.runs)} runs: "
+            f"{verdict} ({len(found.alerts)} alert(s); `orchestrate triage` acknowledges one)",
+            err=bool(found.alerts))
+    return ExitCode.REGRESSION if found.alerts else ExitCode.OK
+
+
+def _confirm(cfg: Settings, log: NightlyLog, waiting: list[Any], started: float) -> None:
+    """Rerun just the cells of the unconfirmed change points, as often as runs are missing."""
+    from orchestrator.fleet import confirm
+
+    suite = confirm.reduced_suite(cfg.suite, waiting, cfg.root / confirm.CONFIRM_DIR)
+    times = confirm.reruns_needed(waiting)
+    log.say(f"{len(waiting)} change point(s) not yet confirmed "
+            f"({', '.join(c.key for c in waiting)}): rerunning just their cells {times} time(s)")
+    for n in range(times):
+        ran = run_child(orchestrate_argv("run", str(suite), "--results-dir", str(cfg.root)),
+                        log, f"confirm {n + 1}", deadline=started + cfg.deadline_s,
+                        grace_s=cfg.grace_s)
+        if ran.deadline_hit or ran.returncode not in (0, 1):
+            log.say(f"confirmation rerun {n + 1} did not finish (exit {ran.returncode}"
+                    f"{', deadline' if ran.deadline_hit else ''}): no more reruns", err=True)
+            return
 
 
 def _retention(cfg: Settings, log: NightlyLog, protect: set[Path]) -> None:

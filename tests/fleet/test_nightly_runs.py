@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.errors import ExitCode
-from orchestrator.store import reader, rundir
-from orchestrator.store.tables import finalize_tables
+from orchestrator.store import reader
 from tests.fleet.conftest import (
     LONG_SUITE,
     QUICK_SUITE,
@@ -84,37 +85,117 @@ def test_the_deadline_stops_the_run_and_marks_it_interrupted(
     assert "\x1b[" not in text  # no colour, no cursor movement
 
 
-def _slow_down_baseline(run_dir: Path, factor: float) -> None:
-    """Make the baseline look `factor` times faster (the new run then looks slower)."""
-    journal = run_dir / rundir.JOURNAL
-    lines = []
-    for line in journal.read_text().splitlines():
+AA_SUITE = (ROOT / "tests" / "fixtures" / "aa-native").resolve()
+HISTORY_NIGHTS = 6
+AA_SUITE_TEXT = json.loads(min(AA_SUITE.glob("*/manifest.json")).read_text())["suite_text"]
+WRAPPER = """\
+#!{python}
+# fork-dirty, with every time of its pages=32000 cell multiplied by the number in ./slow
+import json, subprocess, sys
+from pathlib import Path
+factor = float((Path(__file__).parent / "slow").read_text())
+argv = sys.argv[1:]
+slow = "--pages" in argv and argv[argv.index("--pages") + 1] == "32000"
+done = subprocess.run(["{real}", *argv], capture_output=True, text=True)
+for line in done.stdout.splitlines():
+    try:
         rec = json.loads(line)
-        rec["metrics"] = [[n, v / factor if u == "us" else v, u] for n, v, u in rec["metrics"]]
-        lines.append(json.dumps(rec))
-    journal.write_text("\n".join(lines) + "\n")
-    finalize_tables(run_dir)
+    except ValueError:
+        print(line)
+        continue
+    if slow and rec.get("type") == "trial":
+        for metric in rec["metrics"].values():
+            if metric["unit"] == "us":
+                metric["value"] *= factor
+    print(json.dumps(rec))
+sys.stderr.write(done.stderr)
+sys.exit(done.returncode)
+"""
 
 
-def test_a_regression_against_the_last_good_run_exits_4_and_retention_applies(
+def _slowable_bin(real: Path, where: Path) -> Path:
+    """A workloads directory whose fork-dirty can be made slower for one cell: the injected
+    slowdown goes through the real program, the run, the journal and the nightly's reruns."""
+    where.mkdir()
+    for program in real.iterdir():
+        (where / program.name).symlink_to(program)
+    (where / "fork-dirty").unlink()
+    (where / "fork-dirty").write_text(WRAPPER.format(python=sys.executable,
+                                                     real=real / "fork-dirty"))
+    (where / "fork-dirty").chmod(0o755)
+    (where / "slow").write_text("1")
+    return where
+
+
+def _history(res: Path) -> list[dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "history", "aa-native",
+                           "--json", "--results-dir", str(res)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode in (0, 4), done.stderr
+    found: list[dict[str, Any]] = json.loads(done.stdout)["change_points"]
+    return found
+
+
+def _of_slowed_cell(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in found if c["params"]["workload"] == "fork"
+            and str(c["params"]["pages"]) == "32000" and c["metric"] == "fork_us"]
+
+
+def test_a_slowdown_is_confirmed_by_rerunning_its_cell_and_then_alerts_until_triaged(
+        built_workloads: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The A/A suite (tests/fixtures/aa-native) natively: a few nights as history, then its
+    fork pages=32000 cell three times slower. Only what a busy machine cannot change is
+    asserted: the other cells may show change points of their own (a neighbour's load)."""
+    bin_dir = _slowable_bin(built_workloads, tmp_path / "bin")
+    monkeypatch.setenv("ORCH_WORKLOADS_BIN", str(bin_dir))
+    suite, res = tmp_path / "aa-native.yaml", tmp_path / "res"
+    suite.write_text(AA_SUITE_TEXT)
+    for _ in range(HISTORY_NIGHTS):
+        night = run_nightly(suite, res)
+        assert night.returncode in (ExitCode.OK, ExitCode.REGRESSION), night.stderr
+    assert _of_slowed_cell(_history(res)) == []
+
+    (bin_dir / "slow").write_text("3")
+    before = {r["path"].name for r in reader.list_runs(res)}
+    slow = run_nightly(suite, res)
+    assert slow.returncode == ExitCode.REGRESSION, slow.stdout + slow.stderr
+    assert "not yet confirmed" in slow.stdout and "rerunning just their cells 2 time(s)" \
+        in slow.stdout
+    made = sorted((r for r in reader.list_runs(res) if r["path"].name not in before),
+                  key=lambda r: str(r["started_at"]))
+    assert len(made) == 3  # the night's run, then two reruns of the unconfirmed cells only
+    assert len(made[0]["suite"]["workloads"]) == 2
+    for rerun in made[1:]:
+        fork = [w for w in rerun["suite"]["workloads"] if w["name"] == "fork"]
+        assert [w["params"]["pages"] for w in fork] == [[32000]]
+    [cp] = _of_slowed_cell(_history(res))
+    assert (cp["at_run"], cp["runs_after"], cp["alert"]) == (made[0]["run_id"], 3, True)
+    # 3x injected; a rerun of one cell alone runs in another context than the whole suite (seen:
+    # x1.76 over the night and its two reruns), so only "clearly slower" is asserted
+    assert cp["ratio"] > 1.5 and cp["ratio_interval"][0] > 1 and cp["pvalue"] < 0.001
+    assert cp["key"] in slow.stderr
+
+    subprocess.run([sys.executable, "-m", "orchestrator.cli", "triage", "ack", cp["key"],
+                    "--why", "the test slowed it", "--results-dir", str(res)], check=True,
+                   timeout=120, cwd=ROOT)
+    after = run_nightly(suite, res)  # still slow, but acknowledged: it alerts no more
+    assert after.returncode in (ExitCode.OK, ExitCode.REGRESSION), after.stderr
+    [acked] = _of_slowed_cell(_history(res))
+    assert acked["status"] == "acknowledged" and not acked["alert"]
+    assert cp["key"] not in after.stderr  # alerts go to stderr; the acknowledged one is quiet
+
+
+def test_retention_keeps_the_newest_and_the_last_good_run(
         built_workloads: Path, tmp_path: Path) -> None:
     suite, res = write_suite(tmp_path, QUICK_SUITE), tmp_path / "res"
     first = run_nightly(suite, res, "--keep", "1")
     assert first.returncode == ExitCode.OK, first.stderr
-    assert "nothing to compare with" in first.stdout
-    [baseline] = [Path(r["path"]) for r in reader.list_runs(res)]
-    _slow_down_baseline(baseline, 10.0)
-
+    [oldest] = [Path(r["path"]) for r in reader.list_runs(res)]
     second = run_nightly(suite, res, "--keep", "1")
-    assert second.returncode == ExitCode.REGRESSION, second.stdout + second.stderr
-    assert f"compare {baseline.name} -> " in second.stderr and "REGRESSION" in second.stderr
-    # keep 1, but the baseline is never deleted: both runs are there
-    assert len(reader.list_runs(res)) == 2
-
+    assert second.returncode == ExitCode.OK, second.stderr
+    assert len(reader.list_runs(res)) == 2  # keep 1, but the last good run is never deleted
     third = run_nightly(suite, res, "--keep", "1")
-    # the regressed run was good (exit 0 of its own), so it is the new baseline; the old
-    # baseline is now beyond retention
-    assert third.returncode in (ExitCode.OK, ExitCode.REGRESSION), third.stderr
+    assert third.returncode == ExitCode.OK, third.stderr
     left = [Path(r["path"]) for r in reader.list_runs(res)]
-    assert baseline not in left and len(left) == 2
-    assert "retention (keep 1): deleted " + baseline.name in (res / "nightly.log").read_text()
+    assert oldest not in left and len(left) == 2
+    assert "retention (keep 1): deleted " + oldest.name in (res / "nightly.log").read_text()

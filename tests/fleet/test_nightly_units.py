@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from orchestrator.analysis import changepoints
+from orchestrator.analysis.changepoints import ChangePoint
+from orchestrator.analysis.history import History
 from orchestrator.cli import entry as cli
 from orchestrator.errors import ExitCode
-from orchestrator.fleet import nightly
+from orchestrator.fleet import confirm, nightly
 from orchestrator.run.lock import run_lock
 from orchestrator.store import reader, rundir
+from orchestrator.suite.loader import load_suite
 from tests.fleet.conftest import fake_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,3 +209,30 @@ def test_an_unwritable_log_is_one_line_and_exit_3(tmp_path: Path) -> None:
     assert done.returncode == ExitCode.HARNESS_BROKE
     assert done.stderr.startswith("orchestrate: error: cannot write the nightly log")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _point(workload: str, runs_after: int, **params: object) -> ChangePoint:
+    return ChangePoint("h", "c", "fork_us", "us", {"workload": workload, **params}, "r1", "r2",
+                       100.0, 150.0, 1.2, 1.8, 1e-5, runs_after)
+
+
+def test_the_confirmation_suite_keeps_only_the_cells_to_confirm(tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\npaging: [native]\nworkloads:\n"
+                     "  - {name: fork, kind: fork-dirty, params: {pages: [1280, 32000]}}\n"
+                     "  - {name: mp, kind: mprotect, params: {pages: 4096, range_pages: [16, 0]}}\n")
+    out = confirm.reduced_suite(suite, [_point("fork", 1, pages="32000")], tmp_path / "c")
+    loaded = load_suite(out).suite
+    assert loaded.name == "s" and [w.name for w in loaded.workloads] == ["fork"]
+    data = json.loads(out.read_text())
+    assert data["workloads"][0]["params"] == {"pages": [32000]}
+
+
+def test_only_open_unconfirmed_regressions_are_rerun() -> None:
+    fresh, old = _point("fork", 1), _point("fork", changepoints.CONFIRM_RUNS)
+    faster = replace(fresh, after=50.0)
+    acked = replace(fresh, status="acknowledged")
+    found = History([], [fresh, old, faster, acked], [])
+    assert confirm.pending(found) == [fresh]
+    assert confirm.reruns_needed([fresh]) == changepoints.CONFIRM_RUNS - 1
+    assert found.alerts == [old]

@@ -1,105 +1,152 @@
-"""History: a persistent step is found where it starts; a one-night spike is not a step."""
+"""History: change points per (host, cell, metric) series, newest first, triaged; the CLI."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
 import pytest
 
-from orchestrator.analysis.history import steps
-from orchestrator.store import reader, rundir
+from orchestrator.analysis import changepoints, triage
+from orchestrator.analysis.history import history
+from orchestrator.store import rundir
 from tests.report.conftest import make_run, noisy
 
+STEP_AT = 12
 
-def nights(tmp_path: Path, factors: list[float]) -> pd.DataFrame:
-    runs = [make_run(tmp_path, f"n{i:02d}", noisy(100 + i, sigma=0.04, slow_cell="c-large",
-                                                   factor=f), trials=8, started=1e9 + i * 86400)
+
+def nights(root: Path, factors: list[float], *, host: str = "lab1", start: int = 0,
+           kernel: str = "6.1") -> list[Path]:
+    return [make_run(root, f"n{start + i:02d}", noisy(100 + start + i, sigma=0.03,
+                                                       slow_cell="c-large", factor=f),
+                     trials=8, started=1e9 + (start + i) * 86400,
+                     manifest={"host": {"hostname": host, "kernel_release": kernel}})
             for i, f in enumerate(factors)]
-    return pd.concat([reader.load(r).trials for r in runs], ignore_index=True)
 
 
-def test_a_persistent_step_is_detected_at_its_first_night(tmp_path: Path) -> None:
-    trials = nights(tmp_path, [1, 1, 1, 1, 1, 1.25, 1.25, 1.25, 1.25])
-    found = [s for s in steps(trials) if s.metric == "fork_us"]
-    assert [s.cell_id for s in found] == ["tdp-c-large"]
-    assert found[0].at_run.startswith("n05") and 1.15 < found[0].ratio < 1.35
-
-
-def test_a_one_night_spike_is_not_a_step(tmp_path: Path) -> None:
-    trials = nights(tmp_path, [1, 1, 1, 1, 1.6, 1, 1, 1, 1])
-    assert [s for s in steps(trials) if s.metric == "fork_us"] == []
-
-
-def test_noise_alone_is_not_a_step(tmp_path: Path) -> None:
-    trials = nights(tmp_path, [1.0, 1.03, 0.98, 1.02, 0.97, 1.01, 1.0, 0.99])
-    assert steps(trials) == []
-
-
-def test_history_json_names_the_runs_and_the_step(tmp_path: Path) -> None:
-    factors = [1, 1, 1, 1, 1, 1.25, 1.25, 1.25, 1.25]
-    runs = [make_run(tmp_path, f"n{i:02d}", noisy(100 + i, sigma=0.04, slow_cell="c-large",
-                                                  factor=f), trials=8, started=1e9 + i * 86400)
-            for i, f in enumerate(factors)]
-    (runs[2] / rundir.MANIFEST).write_text('{"run_id": "n02", "suite_na')  # cut short
-    with (runs[3] / rundir.JOURNAL).open("a") as fh:
-        fh.write("{not json\n")  # the journal is now newer than the tables, too
-    later = (runs[3] / rundir.TRIALS).stat().st_mtime_ns + 10**10
-    os.utime(runs[3] / rundir.JOURNAL, ns=(later, later))
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "history", "nightly",
-                           "--metric", "fork_us", "--json", "--results-dir", str(tmp_path)],
+def orchestrate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 4, done.stderr  # a time went up: a regression
+
+
+def history_json(root: Path) -> tuple[int, dict[str, Any]]:
+    done = orchestrate("history", "nightly", "--json", "--results-dir", str(root))
+    assert done.returncode in (0, 4), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("factor", [1.10, 1.20])
+def test_a_step_is_found_at_its_run_with_its_range_magnitude_and_p_value(
+        tmp_path: Path, factor: float) -> None:
+    runs = nights(tmp_path, [1.0] * STEP_AT + [factor] * 8)
+    [cp] = [c for c in history(tmp_path, "nightly").change_points if c.metric == "fork_us"]
+    assert cp.at_run.startswith(f"n{STEP_AT}") and cp.last_before.startswith(f"n{STEP_AT - 1}")
+    assert (cp.host, cp.cell_id, str(cp.params["pages"])) == ("lab1", "tdp-c-large", "128000")
+    assert cp.ratio_low < cp.ratio < cp.ratio_high and cp.ratio == pytest.approx(factor,
+                                                                                 rel=0.03)
+    assert cp.pvalue < changepoints.MAX_PVALUE and cp.runs_after == 8
+    assert cp.confirmed and cp.regression and cp.alerts and len(runs) == 20
+
+
+def test_noise_and_a_one_night_spike_are_not_change_points(tmp_path: Path) -> None:
+    nights(tmp_path, [1.0, 1.01, 0.99, 1.0, 1.02, 1.6, 1.0, 0.98, 1.0, 1.01, 1.0, 0.99])
+    assert history(tmp_path, "nightly").change_points == []
+
+
+def test_a_step_with_too_few_runs_after_it_is_unconfirmed_and_does_not_alert(
+        tmp_path: Path) -> None:
+    nights(tmp_path, [1.0] * STEP_AT + [1.3] * 2)
+    found = history(tmp_path, "nightly")
+    [cp] = found.change_points
+    assert cp.runs_after == 2 and not cp.confirmed and found.alerts == []
+
+
+def test_hosts_are_never_mixed_and_a_kernel_update_cuts_the_series(tmp_path: Path) -> None:
+    nights(tmp_path, [1.0] * 10, host="lab1")
+    nights(tmp_path / "lab2", [1.3] * 10, host="lab2", start=10)  # another, slower machine
+    nights(tmp_path, [1.3] * 10, host="lab1", start=20, kernel="6.8")  # lab1, new kernel
+    found = history(tmp_path, "nightly")
+    assert found.change_points == []  # each host's level is its own; a kernel is no regression
+    [pc] = found.platform_changes
+    assert (pc.host, pc.last_before[:3], pc.at_run[:3]) == ("lab1", "n09", "n20")
+    assert "kernel 6.1" in pc.before and "kernel 6.8" in pc.after
+
+
+def test_triage_is_a_file_in_the_results_root_honoured_by_history(tmp_path: Path) -> None:
+    nights(tmp_path, [1.0] * STEP_AT + [1.2] * 6)
+    code, data = history_json(tmp_path)
+    [cp] = data["change_points"]
+    assert code == 4 and cp["alert"] and cp["status"] == "open" and data["alerts"] == 1
+    done = orchestrate("triage", "ack", cp["key"], "--why", "new kernel", "--who", "ann",
+                       "--results-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    [line] = (tmp_path / triage.FILE).read_text().splitlines()
+    assert json.loads(line)["who"] == "ann"
+    code, data = history_json(tmp_path)
+    [cp] = data["change_points"]
+    assert code == 0 and cp["status"] == "acknowledged" and cp["triage"]["why"] == "new kernel"
+    listed = orchestrate("triage", "list", "--results-dir", str(tmp_path))
+    assert "acknowledged" in listed.stdout and cp["key"] in listed.stdout and "ann" in listed.stdout
+    orchestrate("triage", "reopen", cp["key"], "--why", "it was not the kernel",
+                "--results-dir", str(tmp_path))
+    assert history_json(tmp_path)[0] == 4
+
+
+def test_triage_without_a_reason_is_bad_input(tmp_path: Path) -> None:
+    done = orchestrate("triage", "invalid", "h/c/m/r", "--results-dir", str(tmp_path))
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "--why" in done.stderr
+
+
+def test_history_prints_change_points_newest_first_by_the_cells_parameters(
+        tmp_path: Path) -> None:
+    nights(tmp_path, [1.0] * 10 + [1.25] * 10 + [1.6] * 10)
+    done = orchestrate("history", "nightly", "--results-dir", str(tmp_path))
+    assert done.returncode == 4, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "->" in line]
+    assert [line.split()[2][:3] for line in lines] == ["n20", "n10"]
+    assert all("pages=128000" in line and "fork_us" in line and "regression, confirmed, open"
+               in line for line in lines)
+    assert "2 change point(s), 2 alert(s) over 30 runs" in done.stdout
+
+
+def test_history_json_names_the_runs_and_warns_of_damaged_ones(tmp_path: Path) -> None:
+    runs = nights(tmp_path, [1.0] * STEP_AT + [1.2] * 6)
+    (runs[2] / rundir.MANIFEST).write_text('{"run_id": "n02", "suite_na')  # cut short
+    done = orchestrate("history", "nightly", "--metric", "fork_us", "--json",
+                       "--results-dir", str(tmp_path))
     data = json.loads(done.stdout)
-    assert data["schema"] == "orchestrate.history/1"
-    assert (data["suite"], data["metric"], data["threshold"]) == ("nightly", "fork_us", 0.05)
-    assert data["results_dir"] == str(tmp_path.resolve())
+    assert data["schema"] == "orchestrate.history/2" and data["metric"] == "fork_us"
     assert [r["path"] for r in data["runs"]] == [str(r.resolve()) for i, r in enumerate(runs)
                                                  if i != 2]
-    assert [r["unreadable_lines"] for r in data["runs"]][2] == 1
-    [step] = data["steps"]
-    assert step["cell_id"] == "tdp-c-large" and step["at_run"].startswith("n05")
-    assert step["regression"] and 1.15 < step["ratio"] < 1.35 and data["regressions"] == 1
-    assert str(runs[2] / rundir.MANIFEST) in done.stderr  # the damaged run, warned once
-    assert "1 unreadable line(s) skipped: 17 (bad JSON)" in done.stderr
+    assert str(runs[2] / rundir.MANIFEST) in done.stderr
 
 
 def test_history_of_a_suite_without_runs_says_where_it_looked(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "history", "nope",
-                           "--results-dir", str(tmp_path)], capture_output=True, text=True,
-                          timeout=120)
+    done = orchestrate("history", "nope", "--results-dir", str(tmp_path))
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
     assert str(tmp_path.resolve()) in line and "--results-dir" in line
 
 
-def test_the_trend_has_dates_units_named_cells_a_step_range_and_noise_bands(
+def test_the_trend_has_a_panel_per_series_and_each_change_point_as_a_range(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from orchestrator.analysis import plots
+    from orchestrator.analysis import trend
 
-    trials = nights(tmp_path, [1, 1, 1, 1, 1, 1.25, 1.25, 1.25, 1.25])
-    trials = trials[trials["metric"] == "fork_us"]
-    found = steps(trials)
+    nights(tmp_path, [1.0] * STEP_AT + [1.2] * 6)
+    found = history(tmp_path, "nightly")
     kept: list[Figure] = []
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: kept.append(fig))
     monkeypatch.setattr(plt, "close", lambda fig: None)
-    plots.trend_plot(trials, ["pages"], found, tmp_path / "trend.png")
-    ax = kept[0].axes[0]
-    assert ax.get_ylabel().startswith("fork_us (us)")
-    assert isinstance(ax.xaxis.get_major_formatter(), mdates.AutoDateFormatter)
-    legend = ax.get_legend()
-    assert legend is not None
-    assert sorted(t.get_text() for t in legend.get_texts()) == [
-        "tdp/g fork pages=1280", "tdp/g fork pages=128000"]
-    spans = [p for p in ax.patches if p.get_facecolor()[:3] == (0.5019607843137255,) * 3]
-    assert len(spans) == 1  # the step, from the last night before it to its first night
-    assert any("step x1.2" in t.get_text() for t in ax.texts)
-    assert len(ax.patches) == 1 + 2  # and one noise band per cell
+    trend.trend_plot(changepoints.run_values(found.runs), found.change_points,
+                     found.platform_changes, tmp_path / "trend.png")
+    panels = [ax for ax in kept[0].axes if ax.get_visible()]
+    assert len(panels) == 2  # two cells, one timed metric each
+    [stepped] = [ax for ax in panels if ax.patches]
+    assert "pages=128000" in stepped.get_title() and stepped.get_ylabel() == "fork_us (us)"
+    assert any("x1.2" in t.get_text() and "open" in t.get_text() for t in stepped.texts)

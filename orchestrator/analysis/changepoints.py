@@ -1,0 +1,219 @@
+"""Change points over the runs of a suite: Apache Otava's E-Divisive with a Student t-test.
+
+Each run is reduced to one robust value per cell and metric, its median (with the median's
+exact interval); the runs of a suite on one host make a series per (host, cell, metric), in
+run order. Series never mix machines: a change of host is another series, and a change of the
+host's kernel, QEMU or accelerator (the run's *platform*) cuts the series into segments that are
+searched on their own; the cut is itself reported as a platform change.
+
+What the detector sees is the log of each run's median less the run's *host factor*: the median,
+over the other cells of the same run, of how far each lay from its own typical level. On a
+shared machine a neighbour's load moves every cell of a run together (the recorded A/A series,
+tests/fixtures/aa-native: 10-25 % swings, whole stretches of runs slower); a change in one
+cell is not moved by it. The price: a change that moves every cell by the same factor is taken
+for host load (a kernel or QEMU update, which is what usually does that, is a platform change).
+
+Otava (`apache-otava`, the successor of MongoDB's performance CI's detector) splits windows of
+`WINDOW` runs where the energy statistic peaks, keeps splits with p < 10 x `MAX_PVALUE`, then
+merges away the weakest until each remaining one has p < `MAX_PVALUE` and a relative change
+above `MIN_MAGNITUDE`.
+Deterministic: the same runs always give the same change points.
+
+A change point is *confirmed* once `CONFIRM_RUNS` runs lie after it (in its segment): before
+that its p-value rests on too few runs to page anyone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.analysis.intervals import median_interval, ratio_interval
+from orchestrator.analysis.stats import higher_is_worse, measured, shown
+from orchestrator.store import reader
+
+WINDOW = 30
+MAX_PVALUE = 0.001
+MIN_MAGNITUDE = 0.05
+CONFIRM_RUNS = 3
+MIN_OTHER_CELLS = 2  # fewer other cells in a run: no host factor (the raw log median is used)
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    host: str
+    cell_id: str
+    metric: str
+    unit: str
+    params: dict[str, Any]
+    last_before: str  # the run before the change
+    at_run: str  # the first run after it
+    before: float  # median of the segment's run medians before
+    after: float  # and after (up to the next change point)
+    ratio_low: float
+    ratio_high: float
+    pvalue: float
+    runs_after: int
+    status: str = "open"  # "acknowledged" or "invalid" once triaged (analysis/triage.py)
+    triage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.after / self.before if self.before else float("nan")
+
+    @property
+    def key(self) -> str:
+        """Stable across reruns of the detector: what triage files refer to."""
+        return f"{self.host}/{self.cell_id}/{self.metric}/{self.at_run}"
+
+    @property
+    def confirmed(self) -> bool:
+        return self.runs_after >= CONFIRM_RUNS
+
+    @property
+    def regression(self) -> bool:
+        """The worse way for its unit (a time up, a rate down); a count never."""
+        worse = higher_is_worse(self.unit)
+        return worse is not None and (self.ratio > 1) == worse
+
+    @property
+    def alerts(self) -> bool:
+        return self.regression and self.confirmed and self.status == "open"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "host": self.host, "cell_id": self.cell_id,
+                "metric": self.metric, "unit": self.unit, "params": self.params,
+                "last_before": self.last_before, "at_run": self.at_run,
+                "before": self.before, "after": self.after, "ratio": self.ratio,
+                "ratio_interval": [self.ratio_low, self.ratio_high], "pvalue": self.pvalue,
+                "runs_after": self.runs_after, "confirmed": self.confirmed,
+                "regression": self.regression, "status": self.status, "triage": self.triage,
+                "alert": self.alerts}
+
+
+@dataclass(frozen=True)
+class PlatformChange:
+    host: str
+    last_before: str
+    at_run: str
+    before: str
+    after: str
+
+
+def platform(manifest: dict[str, Any], accel: str) -> str:
+    """What must not change inside a series: the host kernel, QEMU, the accelerator."""
+    host, tools = manifest.get("host"), manifest.get("tools")
+    host = host if isinstance(host, dict) else {}
+    tools = tools if isinstance(tools, dict) else {}
+    qemu = str(tools.get("qemu", "")).splitlines()[0] if tools.get("qemu") else "-"
+    return f"kernel {host.get('kernel_release', '?')}, QEMU {qemu}, accel {accel}"
+
+
+def run_values(runs: Sequence[reader.RunTables]) -> pd.DataFrame:
+    """One row per run, cell and metric with a direction (a time, a rate: not a count): host,
+    platform, the median and its exact interval."""
+    rows = []
+    for order, run in enumerate(runs):
+        host = run.manifest.get("host")
+        hostname = str(host.get("hostname", "?")) if isinstance(host, dict) else "?"
+        data = measured(run.trials)
+        data = data[data["unit"].map(higher_is_worse).notna()]  # counts: no better or worse
+        names = [p for p in run.manifest.get("param_columns", {}) if p in data]
+        for (cell, metric, unit), group in data.groupby(["cell_id", "metric", "unit"]):
+            values = group["value"].to_numpy(float)
+            interval = median_interval(values)
+            first = group.iloc[0]
+            rows.append({"host": hostname, "order": order, "run_id": run.manifest["run_id"],
+                         "platform": platform(run.manifest, str(first.get("accel", "?"))),
+                         "cell_id": str(cell), "metric": str(metric), "unit": str(unit),
+                         "params": json.dumps(_params(first, names), default=str),
+                         "median": float(np.median(values)), "low": interval.low,
+                         "high": interval.high})
+    return pd.DataFrame(rows)
+
+
+def _params(row: pd.Series, names: list[str]) -> dict[str, Any]:
+    """A cell by what people recognise: mode, guest, workload and its parameters."""
+    named = {"paging": row.get("paging_mode"), "guest": row.get("guest"),
+             "workload": row.get("workload")}
+    return {**named, **{n: shown(row[n]) for n in names if pd.notna(row[n])}}
+
+
+def host_adjusted(values: pd.DataFrame) -> pd.Series:
+    """Each row's log median less its run's host factor (leave its own cell out)."""
+    out = pd.Series(np.nan, index=values.index)
+    for _, rows in values.groupby(["host", "platform"]):
+        logs = np.log(rows["median"].where(rows["median"] > 0))
+        typical = logs.groupby([rows["cell_id"], rows["metric"]]).transform("median")
+        shift = logs - typical
+        for cell in rows["cell_id"].unique():
+            mine = rows["cell_id"] == cell
+            others = shift[~mine].groupby(rows.loc[~mine, "run_id"])
+            factor = others.median().where(
+                rows.loc[~mine].groupby("run_id")["cell_id"].nunique() >= MIN_OTHER_CELLS)
+            own_factor = rows.loc[mine, "run_id"].map(factor).fillna(0.0)
+            out[rows.index[mine]] = logs[mine] - own_factor
+    return out
+
+
+def detect(series: Sequence[float], min_magnitude: float = MIN_MAGNITUDE
+           ) -> list[tuple[int, float]]:
+    """Otava's change points of one series: (index of the first point after, p-value)."""
+    from otava.analysis import compute_change_points  # scipy: only when detecting
+
+    found, _ = compute_change_points(list(series), window_len=WINDOW,
+                                     max_pvalue=MAX_PVALUE, min_magnitude=min_magnitude)
+    return [(int(cp.index), float(cp.stats.pvalue)) for cp in found]
+
+
+def change_points(runs: Sequence[reader.RunTables], min_magnitude: float = MIN_MAGNITUDE
+                  ) -> tuple[list[ChangePoint], list[PlatformChange]]:
+    """Every change point of the runs (one suite), newest first, and every platform change."""
+    values = run_values(runs)
+    if values.empty:
+        return [], []
+    values = values.assign(adjusted=host_adjusted(values)).sort_values("order")
+    found: list[ChangePoint] = []
+    for _, rows in values.groupby(["host", "platform", "cell_id", "metric", "unit"]):
+        found += _series_points(rows.dropna(subset=["adjusted"]), min_magnitude)
+    found.sort(key=lambda c: (_order(values, c.at_run), c.cell_id, c.metric), reverse=True)
+    return found, platform_changes(values)
+
+
+def _order(values: pd.DataFrame, run_id: str) -> int:
+    return int(values.loc[values["run_id"] == run_id, "order"].iloc[0])
+
+
+def _series_points(rows: pd.DataFrame, min_magnitude: float) -> list[ChangePoint]:
+    if len(rows) < 2 * 2:
+        return []
+    hits = detect(np.exp(rows["adjusted"].to_numpy(float)).tolist(), min_magnitude)
+    bounds = [0, *(i for i, _ in hits), len(rows)]
+    medians, run_ids = rows["median"].to_numpy(float), list(rows["run_id"])
+    first = rows.iloc[0]
+    points = []
+    for n, (index, p) in enumerate(hits):
+        before, after = medians[bounds[n]:index], medians[index:bounds[n + 2]]
+        interval = ratio_interval(after, before)
+        points.append(ChangePoint(
+            str(first["host"]), str(first["cell_id"]), str(first["metric"]), str(first["unit"]),
+            json.loads(first["params"]), run_ids[index - 1], run_ids[index],
+            float(np.median(before)), float(np.median(after)), interval.low, interval.high,
+            p, len(rows) - index))
+    return points
+
+
+def platform_changes(values: pd.DataFrame) -> list[PlatformChange]:
+    """Where a host's platform changed between two of its runs, newest first."""
+    changes = []
+    for host, rows in values.groupby("host"):
+        per_run = rows.drop_duplicates("run_id").sort_values("order")
+        ids, kinds = list(per_run["run_id"]), [str(p) for p in per_run["platform"]]
+        changes += [PlatformChange(str(host), ids[i - 1], ids[i], kinds[i - 1], kinds[i])
+                    for i in range(1, len(ids)) if kinds[i] != kinds[i - 1]]
+    return changes[::-1]
