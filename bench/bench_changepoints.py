@@ -21,9 +21,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from orchestrator.analysis import changepoints
 from orchestrator.store import reader
@@ -50,7 +52,7 @@ def recorded_runs(where: Path = RECORDED) -> list[reader.RunTables]:
     return [reader.load(p, quiet=True) for p in sorted(where.iterdir()) if p.is_dir()]
 
 
-def adjusted_series(runs: list[reader.RunTables]) -> dict[tuple[str, str], np.ndarray]:
+def adjusted_series(runs: list[reader.RunTables]) -> dict[tuple[str, str], NDArray[Any]]:
     """(cell, metric) -> its host-adjusted log medians, in run order."""
     values = changepoints.run_values(runs)
     values = values.assign(adjusted=changepoints.host_adjusted(values)).sort_values("order")
@@ -58,17 +60,17 @@ def adjusted_series(runs: list[reader.RunTables]) -> dict[tuple[str, str], np.nd
             for (c, m), rows in values.groupby(["cell_id", "metric"])}
 
 
-def found_at(logs: np.ndarray) -> list[int]:
+def found_at(logs: NDArray[Any]) -> list[int]:
     return [i for i, _ in changepoints.detect(np.exp(logs).tolist())]
 
 
-def planted(logs: np.ndarray, at: int, factor: float) -> np.ndarray:
+def planted(logs: NDArray[Any], at: int, factor: float) -> NDArray[Any]:
     out = logs.copy()
     out[at:] += np.log(factor)
     return out
 
 
-def delay(logs: np.ndarray, at: int) -> int | None:
+def delay(logs: NDArray[Any], at: int) -> int | None:
     """Runs after `at` the nightly needed before the change point showed at `at`."""
     for seen in range(at + 1, len(logs) + 1):
         if at in found_at(logs[:seen]):
@@ -76,7 +78,7 @@ def delay(logs: np.ndarray, at: int) -> int | None:
     return None
 
 
-def detection(series: dict[tuple[str, str], np.ndarray], factor: float) -> Detection:
+def detection(series: dict[tuple[str, str], NDArray[Any]], factor: float) -> Detection:
     exact = near = 0
     delays = []
     for logs in series.values():

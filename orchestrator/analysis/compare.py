@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from orchestrator.analysis import compatibility, noise
 from orchestrator.analysis.intervals import ratio_interval
@@ -88,7 +89,7 @@ def _blank(rows: pd.DataFrame, params: list[str], verdict: str, base_n: int = 0,
                   nan, nan, verdict)
 
 
-def _tested(bv: np.ndarray, nv: np.ndarray, rows: pd.DataFrame, params: list[str],
+def _tested(bv: NDArray[Any], nv: NDArray[Any], rows: pd.DataFrame, params: list[str],
             history: noise.History | None) -> Change:
     from scipy.stats import mannwhitneyu  # slow to import: only when comparing
 

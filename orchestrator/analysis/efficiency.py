@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 
 def time_budget(trials: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -47,7 +48,7 @@ def time_budget(trials: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any
             "efficiency": (workload + setup) / wall if wall > 0 else None}
 
 
-def _exec_costs(rows: pd.DataFrame, guests: dict[str, Any]) -> np.ndarray:
+def _exec_costs(rows: pd.DataFrame, guests: dict[str, Any]) -> NDArray[Any]:
     """Each trial's exec cost: its guest's empty trial (0 where none was measured)."""
     cost = {key: float(facts.get("empty_trial_s") or 0.0) for key, facts in guests.items()
             if isinstance(facts, dict)}
@@ -55,7 +56,7 @@ def _exec_costs(rows: pd.DataFrame, guests: dict[str, Any]) -> np.ndarray:
     return keys.map(lambda k: cost.get(k, 0.0)).to_numpy(dtype=float)
 
 
-def _setup(rows: pd.DataFrame, starts: np.ndarray, ends: np.ndarray, begun: float) -> float:
+def _setup(rows: pd.DataFrame, starts: NDArray[Any], ends: NDArray[Any], begun: float) -> float:
     """The gaps before each guest's first trial in each mode."""
     groups = list(zip(rows["paging_requested"], rows["guest"], strict=True))
     setup = 0.0

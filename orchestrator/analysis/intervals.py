@@ -11,9 +11,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import stats
 
 from orchestrator.median import LEVEL, coverage
@@ -47,7 +48,7 @@ def trials_needed(level: float = LEVEL) -> int:
     return n
 
 
-def median_interval(values: Sequence[float] | np.ndarray, level: float = LEVEL) -> Interval:
+def median_interval(values: Sequence[float] | NDArray[Any], level: float = LEVEL) -> Interval:
     """The median's exact interval; NaN bounds for fewer than 2 values."""
     ordered = np.sort(np.asarray(values, dtype=float))
     n = len(ordered)
@@ -58,12 +59,12 @@ def median_interval(values: Sequence[float] | np.ndarray, level: float = LEVEL) 
                     MEDIAN_METHOD)
 
 
-def _ratio_of_medians(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarray:
-    result: np.ndarray = np.median(num, axis=axis) / np.median(den, axis=axis)
+def _ratio_of_medians(num: NDArray[Any], den: NDArray[Any], axis: int = -1) -> NDArray[Any]:
+    result: NDArray[Any] = np.median(num, axis=axis) / np.median(den, axis=axis)
     return result
 
 
-def ratio_interval(num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray,
+def ratio_interval(num: Sequence[float] | NDArray[Any], den: Sequence[float] | NDArray[Any],
                    level: float = LEVEL) -> Interval:
     """An interval for median(num) / median(den), each sample resampled on its own (BCa
     bootstrap, seeded). Below 3 values a side, or when a median is 0, the bounds are NaN."""
@@ -79,7 +80,7 @@ def ratio_interval(num: Sequence[float] | np.ndarray, den: Sequence[float] | np.
     return Interval(low, high, level, True, method)
 
 
-def _bootstrap(a: np.ndarray, b: np.ndarray, level: float,
+def _bootstrap(a: NDArray[Any], b: NDArray[Any], level: float,
                method: Literal["BCa", "percentile"]) -> tuple[float, float]:
     with warnings.catch_warnings():  # a degenerate BCa is detected by its NaN bounds
         warnings.simplefilter("ignore")

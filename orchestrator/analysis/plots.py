@@ -13,6 +13,7 @@ points): below it one mode is cheaper, above it the other, which is the seed thr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -25,6 +26,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
+from numpy.typing import NDArray  # noqa: E402
 
 from orchestrator.analysis.history import Step  # noqa: E402
 from orchestrator.analysis.stats import crossings, shown  # noqa: E402
@@ -106,7 +108,7 @@ def _note(fig: Figure, text: str) -> None:
         fig.text(0.01, -0.02, text, fontsize=7, va="top", wrap=True)
 
 
-def _intervals(rows: pd.DataFrame) -> np.ndarray:
+def _intervals(rows: pd.DataFrame) -> NDArray[Any]:
     """Error bar lengths below and above each median (none where there is no interval)."""
     med = rows["median"].to_numpy(float)
     low = rows["ci_low"].fillna(rows["median"]).to_numpy(float)
@@ -144,9 +146,9 @@ def _grouped_bars(ax: Axes, rows: pd.DataFrame, category: str) -> None:
                   fontsize=8)
 
 
-def x_values(rows: pd.DataFrame, x: str) -> np.ndarray:
+def x_values(rows: pd.DataFrame, x: str) -> NDArray[Any]:
     """The x of each row; `range_pages: 0` means the whole region, drawn at its size."""
-    xs = rows[x].to_numpy(float)
+    xs: NDArray[Any] = rows[x].to_numpy(float)
     if x == "range_pages" and "pages" in rows:
         xs = np.where(xs == 0, rows["pages"].to_numpy(float), xs)
     return xs
@@ -155,7 +157,7 @@ def x_values(rows: pd.DataFrame, x: str) -> np.ndarray:
 def _line_plot(rows: pd.DataFrame, x: str, params: list[str], workload: str, metric: str,
                unit: str, out_dir: Path, missing: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}  # per setting of others
+    curves: dict[str, dict[str, tuple[NDArray[Any], NDArray[Any]]]] = {}  # per setting of others
     others = [p for p in _swept(rows, params) if p != x]
     for _, line in rows.groupby(["paging_mode", "guest", *others], dropna=False, sort=True):
         line = line.assign(_x=x_values(line, x)).sort_values("_x")
@@ -184,7 +186,7 @@ def _line_plot(rows: pd.DataFrame, x: str, params: list[str], workload: str, met
     return _save(fig, out_dir, f"{workload}-{metric}-vs-{x}")
 
 
-def _mark_break_even(ax: Axes, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+def _mark_break_even(ax: Axes, curves: dict[str, tuple[NDArray[Any], NDArray[Any]]]) -> None:
     labels = list(curves)
     for i, first in enumerate(labels):
         for second in labels[i + 1:]:
@@ -324,7 +326,7 @@ def unswept_plots(table: pd.DataFrame, params: list[str], out_dir: Path) -> list
     return made
 
 
-def reference_plot(curves: list[tuple[str, int, bool, np.ndarray, np.ndarray]], axis: str,
+def reference_plot(curves: list[tuple[str, int, bool, NDArray[Any], NDArray[Any]]], axis: str,
                    title: str, out_dir: Path, stem: str) -> Path:
     """Published and measured curves, each divided by its own first value: shapes only, since
     their platform's absolute times say nothing of ours. Theirs dashed, ours solid, a series

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from orchestrator.analysis.intervals import ratio_interval
 from orchestrator.analysis.page import Block, Figure, Heading, Items, Table, Text
@@ -189,7 +190,7 @@ def ratio_claims(trials: pd.DataFrame, ref: dict[str, Any], params: list[str]) -
     return pd.DataFrame(rows)
 
 
-def _ratio_text(num: np.ndarray, den: np.ndarray) -> str:
+def _ratio_text(num: NDArray[Any], den: NDArray[Any]) -> str:
     if not len(num) or not len(den) or not np.median(den):
         return "not measured"
     interval = ratio_interval(num, den)
@@ -197,7 +198,7 @@ def _ratio_text(num: np.ndarray, den: np.ndarray) -> str:
             f"(n={len(num)}/{len(den)})")
 
 
-Curve = tuple[str, int, bool, np.ndarray, np.ndarray]
+Curve = tuple[str, int, bool, NDArray[Any], NDArray[Any]]
 
 
 def growth_curves(table: pd.DataFrame, ref: dict[str, Any]) -> list[Curve]:

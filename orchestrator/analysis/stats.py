@@ -8,11 +8,13 @@ seeded bootstrap for a ratio), so a report is reproducible from its tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from orchestrator.analysis.intervals import median_interval, ratio_interval
 from orchestrator.store import reader
@@ -55,7 +57,7 @@ def higher_is_worse(unit: str) -> bool | None:
     return None
 
 
-def _stats(arr: np.ndarray) -> dict[str, float]:
+def _stats(arr: NDArray[Any]) -> dict[str, float]:
     interval = median_interval(arr)
     q1, med, q3 = np.percentile(arr, [25, 50, 75])
     return {"n": len(arr), "median": med, "min": float(arr.min()), "max": float(arr.max()),
@@ -78,7 +80,7 @@ def summary(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
 RATIO_COLUMNS = ["guest", "ratio", "value", "ci_low", "ci_high", "n_num", "n_den"]
 
 
-def crossings(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[float]:
+def crossings(x: NDArray[Any], a: NDArray[Any], b: NDArray[Any]) -> list[float]:
     """x where curve a - b changes sign, by linear interpolation."""
     diff = a - b
     points = []
@@ -112,7 +114,7 @@ def mode_ratios(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, *RATIO_COLUMNS])
 
 
-def _ratios(values: dict[tuple[str, str], np.ndarray]) -> list[dict[str, object]]:
+def _ratios(values: Mapping[tuple[str, str], NDArray[Any]]) -> list[dict[str, object]]:
     """The RATIO_COLUMNS rows of one point: each pair of modes, per guest."""
     rows: list[dict[str, object]] = []
     for num, den in _mode_pairs({m for m, _ in values}):
@@ -155,7 +157,8 @@ def _per_dirty_page(rows: pd.DataFrame) -> pd.Series:
 
 def _per_pt_page(rows: pd.DataFrame) -> pd.Series:
     per_table = rows["ptes_per_table"].fillna(512) if "ptes_per_table" in rows else 512
-    return rows["value"] / np.ceil(rows["pages"] / per_table)
+    per_pt_page: pd.Series = rows["value"] / np.ceil(rows["pages"] / per_table)
+    return per_pt_page
 
 
 PER_UNIT = [("fork-dirty", "fork_us", "fork_ns_per_dirty_page", "ns", _per_dirty_page),

@@ -10,8 +10,10 @@ steps are found at their run. Deterministic: no live measurement, no timing.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 import pytest
+from numpy.typing import NDArray
 
 from bench import bench_changepoints as bench
 from orchestrator.analysis import changepoints
@@ -24,7 +26,7 @@ def runs() -> list[reader.RunTables]:
 
 
 @pytest.fixture(scope="module")
-def series(runs: list[reader.RunTables]) -> dict[tuple[str, str], np.ndarray]:
+def series(runs: list[reader.RunTables]) -> dict[tuple[str, str], NDArray[Any]]:
     return bench.adjusted_series(runs)
 
 
@@ -46,7 +48,7 @@ def test_without_the_host_factor_the_a_a_series_would_page_people(
 @pytest.mark.parametrize(("factor", "found", "within_one"), [
     (1.05, 0, 0), (1.10, 0, 2), (1.20, 6, 12), (1.30, 19, 26)])
 def test_planted_steps_are_found_as_often_as_measured(
-        series: dict[tuple[str, str], np.ndarray], factor: float, found: int,
+        series: dict[tuple[str, str], NDArray[Any]], factor: float, found: int,
         within_one: int) -> None:
     """Detection rate at the planted run (out of 10 series x 3 positions = 30): 5 % 0/30,
     10 % 0/30 (2/30 within one run), 20 % 6/30 (12/30), 30 % 19/30 (26/30). Never a change
