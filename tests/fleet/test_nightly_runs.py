@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def test_the_deadline_stops_the_run_and_marks_it_interrupted(
 
 
 AA_SUITE = (ROOT / "tests" / "fixtures" / "aa-native").resolve()
-HISTORY_NIGHTS = 6
+HISTORY_NIGHTS = 8
 AA_SUITE_TEXT = json.loads(min(AA_SUITE.glob("*/manifest.json")).read_text())["suite_text"]
 WRAPPER = """\
 #!{python}
@@ -144,7 +145,7 @@ def _of_slowed_cell(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_a_slowdown_is_confirmed_by_rerunning_its_cell_and_then_alerts_until_triaged(
         built_workloads: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The A/A suite (tests/fixtures/aa-native) natively: a few nights as history, then its
-    fork pages=32000 cell three times slower. Only what a busy machine cannot change is
+    fork pages=32000 cell ten times slower. Only what a busy machine cannot change is
     asserted: the other cells may show change points of their own (a neighbour's load)."""
     bin_dir = _slowable_bin(built_workloads, tmp_path / "bin")
     monkeypatch.setenv("ORCH_WORKLOADS_BIN", str(bin_dir))
@@ -153,9 +154,8 @@ def test_a_slowdown_is_confirmed_by_rerunning_its_cell_and_then_alerts_until_tri
     for _ in range(HISTORY_NIGHTS):
         night = run_nightly(suite, res)
         assert night.returncode in (ExitCode.OK, ExitCode.REGRESSION), night.stderr
-    assert _of_slowed_cell(_history(res)) == []
 
-    (bin_dir / "slow").write_text("3")
+    (bin_dir / "slow").write_text("10")  # this machine: 2x between two quiet runs seen
     before = {r["path"].name for r in reader.list_runs(res)}
     slow = run_nightly(suite, res)
     assert slow.returncode == ExitCode.REGRESSION, slow.stdout + slow.stderr
@@ -165,12 +165,16 @@ def test_a_slowdown_is_confirmed_by_rerunning_its_cell_and_then_alerts_until_tri
                   key=lambda r: str(r["started_at"]))
     assert len(made) == 3  # the night's run, then two reruns of the unconfirmed cells only
     assert len(made[0]["suite"]["workloads"]) == 2
-    for rerun in made[1:]:
+    [listed] = re.findall(r"not yet confirmed \(([^)]*)\)", slow.stdout)
+    pending = {key.split("/")[1] for key in listed.split(", ")}
+    for rerun in made[1:]:  # just the cells of the unconfirmed change points (the noise may
+        # have opened some of its own), the slowed one among them
         fork = [w for w in rerun["suite"]["workloads"] if w["name"] == "fork"]
-        assert [w["params"]["pages"] for w in fork] == [[32000]]
-    [cp] = _of_slowed_cell(_history(res))
-    assert (cp["at_run"], cp["runs_after"], cp["alert"]) == (made[0]["run_id"], 3, True)
-    # 3x injected; a rerun of one cell alone runs in another context than the whole suite (seen:
+        assert 32000 in fork[0]["params"]["pages"]
+        assert set(reader.load(rerun["path"]).trials["cell_id"]) <= pending
+    [cp] = [c for c in _of_slowed_cell(_history(res)) if c["at_run"] == made[0]["run_id"]]
+    assert (cp["runs_after"], cp["alert"]) == (3, True)
+    # 10x injected; a rerun of one cell alone runs in another context than the whole suite (seen:
     # x1.76 over the night and its two reruns), so only "clearly slower" is asserted
     assert cp["ratio"] > 1.5 and cp["ratio_interval"][0] > 1 and cp["pvalue"] < 0.001
     assert cp["key"] in slow.stderr
@@ -180,7 +184,7 @@ def test_a_slowdown_is_confirmed_by_rerunning_its_cell_and_then_alerts_until_tri
                    timeout=120, cwd=ROOT)
     after = run_nightly(suite, res)  # still slow, but acknowledged: it alerts no more
     assert after.returncode in (ExitCode.OK, ExitCode.REGRESSION), after.stderr
-    [acked] = _of_slowed_cell(_history(res))
+    [acked] = [c for c in _of_slowed_cell(_history(res)) if c["key"] == cp["key"]]
     assert acked["status"] == "acknowledged" and not acked["alert"]
     assert cp["key"] not in after.stderr  # alerts go to stderr; the acknowledged one is quiet
 
