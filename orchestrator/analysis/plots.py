@@ -168,10 +168,11 @@ def _line_plot(rows: pd.DataFrame, x: str, params: list[str], workload: str, met
         ax.errorbar(xs, ys, yerr=_intervals(line), marker="o", capsize=3, label=label.strip())
         curves.setdefault(_setting(first, others), {})[label] = (xs, ys)
     xs_all = x_values(rows, x)
-    # log axes for a decade or more; not when 0 is a value
+    # log axes for a decade or more; not when 0 is a value (a count that stayed 0: linear y)
     if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if (rows["median"] > 0).all():
+            ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
     if x == "ptes_per_table":
         for same_setting in curves.values():

@@ -113,3 +113,16 @@ def test_points_without_measurement_are_listed_with_why(tmp_path: Path) -> None:
     assert "Not measured:" in markdown and "guest lost" in markdown
     assert "exact binomial order-statistic interval" in markdown
     assert "bootstrap CI of the median" not in page.read_text()
+
+
+def test_a_count_that_stayed_zero_gets_a_linear_axis(drawn: list[Figure], tmp_path: Path,
+                                                     recwarn: pytest.WarningsRecorder) -> None:
+    """Log x over a decade, but a log y of nothing but zeros is an empty figure and a
+    warning on the user's terminal (seen: events never counted in a nested run)."""
+    zeros = fork_table().query("ptes_per_table == 512").assign(
+        metric="host.kvm.kvm_exit", unit="events/trial", median=0.0, ci_low=0.0, ci_high=0.0)
+    plots.metric_plots(zeros, ["pages"], tmp_path)
+    [figure] = drawn
+    axes = figure.axes[0]
+    assert (axes.get_xscale(), axes.get_yscale()) == ("log", "linear")
+    assert not [w for w in recwarn if "log-scaled" in str(w.message)]
