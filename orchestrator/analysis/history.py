@@ -35,7 +35,7 @@ from orchestrator.analysis.changepoints import ChangePoint, PlatformChange
 from orchestrator.analysis.stats import higher_is_worse
 from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
-from orchestrator.store import reader, rundir
+from orchestrator.store import reader
 
 SCHEMA = "orchestrate.history/2"
 
@@ -118,7 +118,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not 0 <= args.threshold < 1:
         raise BadInput(f"--threshold {args.threshold}: a fraction in [0, 1)",
                        hint="e.g. --threshold 0.05 for 5%")
-    root = args.results_dir or rundir.default_root()
+    root = args.results_dir or args.settings.results
     found = history(root, args.suite, args.metric, args.threshold)
     if args.json:
         print_json(history_json(args, root, found))

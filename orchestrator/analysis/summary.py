@@ -43,7 +43,7 @@ import pandas as pd
 from orchestrator.analysis import stats
 from orchestrator.analysis.efficiency import budget_line, time_budget
 from orchestrator.errors import ExitCode
-from orchestrator.store import reader, rundir
+from orchestrator.store import reader
 
 KEY_COLUMNS = ["paging_mode", "accel", "guest", "workload", "metric", "unit"]
 SHOWN_STATS = ["n", "median", "min", "max"]
@@ -80,7 +80,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    root = args.results_dir or rundir.default_root()
+    root = args.results_dir or args.settings.results
     kernel = getattr(args, "kernel", None)
     if args.run is None:
         return list_command(root, as_json=args.json, kernel=kernel)

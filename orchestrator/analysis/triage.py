@@ -21,7 +21,6 @@ from typing import Any
 
 from orchestrator.analysis.changepoints import ChangePoint
 from orchestrator.errors import BadInput, ExitCode
-from orchestrator.store import rundir
 
 FILE = "triage.jsonl"
 STATUSES = ("acknowledged", "invalid", "open")
@@ -74,7 +73,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
-    root = args.results_dir or rundir.default_root()
+    root = args.results_dir or args.settings.results
     if args.action == "list":
         for key, entry in sorted(load(root).items()):
             print(f"{entry['status']:<12} {key}  by {entry.get('who')} at "

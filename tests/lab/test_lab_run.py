@@ -58,7 +58,9 @@ workloads:
 trace:
   host: ["kvm:kvm_page_fault", "kvmmmu:kvm_mmu_prepare_zap_page", "kvmstat:mmu_shadow_zapped"]
 timeouts: {boot: 600s, trial: 300s}
-lost_guest_retries: 1
+# an L2 with a dirty ring under nested tdp was lost twice in a row once (CI, 2026-12-01: its
+# QEMU ended during query-dirty-rate, then the fresh one stopped answering): two fresh guests
+lost_guest_retries: 2
 """
 NPT_OF_MODE = {"tdp": "Y", "shadow": "N"}
 L1_ATTEMPTS = 4
@@ -249,8 +251,8 @@ def test_dirty_logging_and_migration_in_the_lab(lab_host: LabHost, tmp_path: Pat
     run = reader.load(outcome.run_dir)
     trials = run.trials
     assert set(trials["outcome"]) == {"ok"} and set(trials["accel"]) == {"nested-tcg"}
-    # an L2 lost under the emulated L1 (seen: its QEMU ended mid-trial) is run again once in
-    # a fresh guest; the table keeps that attempt, the journal both
+    # an L2 lost under the emulated L1 (seen: its QEMU ended mid-trial) is run again in a
+    # fresh guest, up to twice; the table keeps the last attempt, the journal every one
     lost = [r["reason"] for r in read_journal(outcome.run_dir) if r["outcome"] != "ok"]
     print("trials lost with their guest and run again:", lost)
     value = trials.pivot_table(index=["paging_mode", "guest", "workload"], columns="metric",
