@@ -250,16 +250,29 @@ def _start_destination(guest: RunningQemu
             _wait_for_monitor(dest_qmp, dest, guest.console_log)
             qmp_command(dest_qmp, "migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
         except HarnessError as exc:
+            reason = _destination_failure(dest, guest.console_log, exc)
             _stop(dest)
             guest._others.remove(dest)
             dest_qmp.unlink(missing_ok=True)
             if start >= DESTINATION_STARTS:
                 raise
             log.warning("guest %s: migration destination (start %d): %s; starting another",
-                        guest.name, start, exc.one_line())
+                        guest.name, start, reason)
             start += 1
             continue
         return port, dest, dest_spec, dest_qmp
+
+
+def _destination_failure(dest: subprocess.Popen[bytes], console_log: Path,
+                         exc: HarnessError) -> str:
+    """Why a destination did not take the guest. A QEMU that fails its set-up (a host forward
+    on a port another process took) can accept on its monitor for a moment before it exits;
+    then the monitor only says "connection reset", and QEMU's own exit and stderr say why."""
+    try:
+        dest.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        return exc.one_line()
+    return f"the migration destination QEMU did not start: {describe_end(dest, console_log)}"
 
 
 def _wait_for_monitor(path: Path, process: subprocess.Popen[bytes], console_log: Path) -> None:

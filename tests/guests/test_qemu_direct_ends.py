@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import HarnessError
-from orchestrator.guests.qemu_direct import RunningQemu, _wait_for_monitor, describe_end
+from orchestrator.guests.qemu_direct import (
+    MonitorUnreachable,
+    RunningQemu,
+    _destination_failure,
+    _wait_for_monitor,
+    describe_end,
+)
 from orchestrator.guests.spec import DomainSpec
 
 
@@ -85,3 +91,28 @@ def test_a_guest_that_ends_during_a_qmp_command_says_how(tmp_path: Path) -> None
     assert "g ended during QMP query-dirty-rate" in text
     assert "exited with status 0" in text and "Kernel panic" in text
     assert describe_end(ending, console).startswith("QEMU exited with status 0")
+
+
+def test_a_destination_that_dies_after_its_monitor_accepted_is_reported_by_its_exit(
+        tmp_path: Path) -> None:
+    """The race CI saw: the monitor accepted, then QEMU failed its host forward and exited, and
+    the QMP command met a reset connection. The warning names QEMU's exit and stderr."""
+    console = tmp_path / "guest.log"
+    console.with_suffix(".qemu.log").write_text(
+        "qemu-system-x86_64: Could not set up host forwarding rule 'tcp:127.0.0.1:2222-:22'\n")
+    dying = _child("import time, sys; time.sleep(0.3); sys.exit(1)")
+    reset = MonitorUnreachable("QMP migrate-incoming failed: ConnectError reset by peer")
+    text = _destination_failure(dying, console, reset)
+    assert "did not start" in text and "exited with status 1" in text
+    assert "Could not set up host forwarding" in text and "reset" not in text
+
+
+def test_a_destination_still_running_is_reported_by_its_monitor_error(tmp_path: Path) -> None:
+    alive = _child("import time; time.sleep(30)")
+    try:
+        refused = MonitorUnreachable("QMP migrate-incoming failed: timeout", hint="is it running?")
+        assert _destination_failure(alive, tmp_path / "guest.log", refused) == (
+            "QMP migrate-incoming failed: timeout (hint: is it running?)")
+    finally:
+        alive.kill()
+        alive.wait()
