@@ -3,7 +3,8 @@ and host-side duration, the run's start and end, and each guest's measured empty
 
 - workload: every attempt's duration (warm-ups included) less its guest's exec cost, the
   median empty trial (`true`) measured at boot (manifest guests[MODE/GUEST].empty_trial_s;
-  a run from before #21 has none, and then its whole trials count as workload).
+  a run from before #21 has none, and then its whole trials count as workload and the line
+  says exec was not measured, rather than 0).
 - exec: that cost times the trials run in the guest: SSH, the guest-side kill wrapper and
   process creation, what a big sweep of short trials pays per trial (~2 ms against a loopback
   sshd since #21, 50-85 ms before).
@@ -19,6 +20,7 @@ stopped, so its efficiency is a lower bound.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -39,21 +41,27 @@ def time_budget(trials: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any
     ends = starts + durations
     last = float(ends.max())
     wall = max((_epoch(manifest.get("ended_at")) or last) - begun, last - begun)
-    exec_cost = np.minimum(durations, _exec_costs(rows, manifest.get("guests", {})))
+    costs = _exec_costs(rows, manifest.get("guests", {}))
+    exec_cost = np.minimum(durations, np.nan_to_num(costs))
     setup = _setup(rows, starts, ends, begun)
     workload = float(durations.sum() - exec_cost.sum())
     return {"wall_s": wall, "workload_s": workload, "exec_s": float(exec_cost.sum()),
+            "exec_unmeasured": int(np.isnan(costs).sum()),
             "trials": len(rows), "trial_median_s": float(np.median(durations)),
             "setup_s": setup, "other_s": max(0.0, wall - float(durations.sum()) - setup),
             "efficiency": (workload + setup) / wall if wall > 0 else None}
 
 
 def _exec_costs(rows: pd.DataFrame, guests: dict[str, Any]) -> NDArray[Any]:
-    """Each trial's exec cost: its guest's empty trial (0 where none was measured)."""
-    cost = {key: float(facts.get("empty_trial_s") or 0.0) for key, facts in guests.items()
-            if isinstance(facts, dict)}
+    """Each trial's exec cost: its guest's empty trial; NaN for a guest trial whose guest had
+    none measured (a run from before #21: unknown, not free); 0 for a native trial, which
+    runs as a local process without SSH."""
+    cost = {key: float(facts["empty_trial_s"]) for key, facts in guests.items()
+            if isinstance(facts, dict) and facts.get("empty_trial_s") is not None}
     keys = rows["paging_mode"].astype(str) + "/" + rows["guest"].astype(str)
-    return keys.map(lambda k: cost.get(k, 0.0)).to_numpy(dtype=float)
+    native = (rows["paging_mode"].astype(str) == "native").to_numpy()
+    looked_up = keys.map(lambda k: cost.get(k, np.nan)).to_numpy(dtype=float)
+    return np.where(native, 0.0, looked_up)
 
 
 def _setup(rows: pd.DataFrame, starts: NDArray[Any], ends: NDArray[Any], begun: float) -> float:
@@ -78,8 +86,18 @@ def budget_line(budget: dict[str, Any]) -> str:
     said = "n/a" if efficiency is None else f"{efficiency:.0%}"
     return (f"efficiency {said} of {_duration(wall)} wall: workload {part(budget['workload_s'])}"
             f", first boots and mode switches {part(budget['setup_s'])}; per-trial exec "
-            f"{part(budget['exec_s'])} ({budget['trials']} trials, median trial "
+            f"{_exec_said(budget, part)} ({budget['trials']} trials, median trial "
             f"{budget['trial_median_s'] * 1e3:.1f} ms); other {part(budget['other_s'])}")
+
+
+def _exec_said(budget: dict[str, Any], part: Callable[[float], str]) -> str:
+    unmeasured = int(budget.get("exec_unmeasured", 0))
+    if not unmeasured:
+        return part(budget["exec_s"])
+    if unmeasured == budget["trials"]:
+        return "not measured (no guest recorded an empty trial; counted as workload)"
+    return (f"{part(budget['exec_s'])}, not measured for {unmeasured} guest trials "
+            "(counted as workload)")
 
 
 def _epoch(text: object) -> float | None:

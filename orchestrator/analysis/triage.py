@@ -75,7 +75,10 @@ def add_parser(sub: Any) -> None:
 def cmd_triage(args: argparse.Namespace) -> int:
     root = args.results_dir or args.settings.results
     if args.action == "list":
-        for key, entry in sorted(load(root).items()):
+        decisions = load(root)
+        if not decisions:  # silence would look like a broken command
+            print(f"no triage decisions in {root} (`orchestrate history` lists change points)")
+        for key, entry in sorted(decisions.items()):
             print(f"{entry['status']:<12} {key}  by {entry.get('who')} at "
                   f"{entry.get('when')}: {entry.get('why')}")
         return ExitCode.OK

@@ -52,7 +52,8 @@ def test_the_gap_before_each_guests_first_trial_in_a_mode_is_setup() -> None:
     assert budget["wall_s"] == pytest.approx(50)
     assert budget["trials"] == 5  # trials, not metric rows
     assert budget["workload_s"] == pytest.approx(6)  # no exec cost measured: all workload
-    assert budget["exec_s"] == 0
+    assert budget["exec_s"] == 0 and budget["exec_unmeasured"] == 5
+    assert "per-trial exec not measured" in budget_line(budget)  # unknown is not 0.0 s
     assert budget["setup_s"] == pytest.approx(10 + 8 + 14)
     assert budget["other_s"] == pytest.approx(50 - 6 - 32)
     assert budget["efficiency"] == pytest.approx(38 / 50)
@@ -65,6 +66,7 @@ def test_each_guests_empty_trial_is_exec_cost_not_workload() -> None:
     budget = time_budget(trials, manifest(20, tdp_g=0.1, tdp_h=0.2))
     assert budget is not None
     assert budget["exec_s"] == pytest.approx(0.1 + 0.1 + 0.01)  # never more than the trial
+    assert budget["exec_unmeasured"] == 0  # the native trial runs without SSH
     assert budget["workload_s"] == pytest.approx(1.51 - 0.21)
     assert budget["efficiency"] == pytest.approx((1.3 + budget["setup_s"]) / 20)
 
@@ -111,3 +113,11 @@ def test_results_json_and_text_carry_it(tmp_path: Path, capsys: pytest.CaptureFi
     assert budget["exec_s"] == 0  # the run recorded no guest facts
     print_summary(tables)
     assert "efficiency 72% of 30.0 s wall" in capsys.readouterr().out
+
+
+def test_guests_without_a_measured_empty_trial_are_named_beside_those_with_one() -> None:
+    trials = rows(("tdp", "g", 10, 0.5), ("tdp", "h", 11, 0.5), ("tdp", "h", 12, 0.5))
+    budget = time_budget(trials, manifest(20, tdp_g=0.1))
+    assert budget is not None
+    assert budget["exec_s"] == pytest.approx(0.1) and budget["exec_unmeasured"] == 2
+    assert "per-trial exec 0.1 s (0%), not measured for 2 guest trials" in budget_line(budget)

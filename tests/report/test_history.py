@@ -77,6 +77,8 @@ def test_hosts_are_never_mixed_and_a_kernel_update_cuts_the_series(tmp_path: Pat
 
 def test_triage_is_a_file_in_the_results_root_honoured_by_history(tmp_path: Path) -> None:
     nights(tmp_path, [1.0] * STEP_AT + [1.2] * 6)
+    empty = orchestrate("triage", "list", "--results-dir", str(tmp_path))
+    assert empty.returncode == 0 and empty.stdout.startswith("no triage decisions in ")
     code, data = history_json(tmp_path)
     [cp] = data["change_points"]
     assert code == 4 and cp["alert"] and cp["status"] == "open" and data["alerts"] == 1
