@@ -30,11 +30,14 @@ _MANIFEST_FACTS: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
     ("cpu", "host CPU", lambda m: _get(m, "host", "cpu_model")),
     ("microcode", "host microcode", lambda m: _get(m, "host", "microcode")),
     ("host-kernel", "host kernel", lambda m: _get(m, "host", "kernel_release")),
+    # two builds of one release (a KVM patch) differ only here: `lab run --host-kernel`
+    ("host-kernel", "lab host kernel build", lambda m: _lab_kernel_id(m)),
     ("host-cmdline", "host kernel command line", lambda m: _get(m, "host", "kernel_cmdline")),
     ("kvm-module", "KVM module", lambda m: _get(m, "host", "kvm_module")),
     ("qemu", "QEMU version", lambda m: _get(m, "tools", "qemu")),
 ]
-KEYS = ("accel", "paging", *(key for key, _, _ in _MANIFEST_FACTS), "guest-kernel", "guest")
+KEYS = ("accel", "paging", *dict.fromkeys(key for key, _, _ in _MANIFEST_FACTS), "guest-kernel",
+        "guest")
 # per guest: what makes two boots of "the same guest" the same machine
 _GUEST_FACTS = ("accel", "launcher", "kernel_release", "kernel_cmdline", "meminfo_total",
                 "pti")
@@ -49,6 +52,12 @@ _KERNEL_FOLLOWS = ("meminfo_total",)
 def _get(manifest: dict[str, Any], section: str, key: str) -> Any:
     value = manifest.get(section)
     return value.get(key) if isinstance(value, dict) else None
+
+
+def _lab_kernel_id(manifest: dict[str, Any]) -> Any:
+    """The id (image hash) of the kernel a nested lab host booted, where the run recorded one."""
+    l1_kernel = _get(manifest, "lab", "l1_kernel")
+    return l1_kernel.get("kernel_id") if isinstance(l1_kernel, dict) else None
 
 
 def _verified(trials: pd.DataFrame) -> dict[str, tuple[str, str]]:

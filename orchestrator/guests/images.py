@@ -225,7 +225,7 @@ def base_hash(bin_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _has_module(release: str, name: str, base: Path | None) -> bool:
+def has_module(release: str, name: str, base: Path | None) -> bool:
     return proc.run([*_modinfo(release, base), "-F", "filename", name], timeout=30,
                     check=False).returncode == 0
 
@@ -375,7 +375,7 @@ def build_mini(cache_root: Path | None = None, bin_dir: Path | None = None,
     release, kernel = (boot.release, boot.image) if boot else installed_kernel()
     base = boot.modules_base if boot else None
     modules = [m for m in MODULES if not boot or m not in boot.builtin]
-    if boot and "i6300esb" in modules and not _has_module(release, "i6300esb", base):
+    if boot and "i6300esb" in modules and not has_module(release, "i6300esb", base):
         modules.remove("i6300esb")  # the watchdog is a safety net, not a need
     digest = recipe_hash(release, kernel, bins, _module_files(release, modules, base)
                          if boot else ())

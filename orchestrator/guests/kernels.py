@@ -35,7 +35,7 @@ from orchestrator.guests.images import (
     qemu_gid,
 )
 from orchestrator.proc import CommandError
-from orchestrator.suite.kernel_choice import BuiltKernel, kind_of
+from orchestrator.suite.kernel_choice import PACKAGE_RE, BuiltKernel, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,11 @@ VERSION_PTR_AT = 0x20E  # setup header: offset (from 0x200) of the version strin
 REQUIRED = ("virtio_pci", "virtio_net", "virtio_blk")
 CONFIG_OPTIONS = {"virtio_pci": "CONFIG_VIRTIO_PCI", "virtio_net": "CONFIG_VIRTIO_NET",
                   "virtio_blk": "CONFIG_VIRTIO_BLK"}
-DEB_LAYOUT = "kernels-deb-v2"  # v2: only the modules a mini image carries are kept
+# what the nested lab host (L1) loads from a host kernel chosen for it: its shares' and NIC's
+# drivers, and KVM (reloaded with npt=1 / npt=0, so a module, never built in)
+LAB_HOST_MODULES = ("virtio_pci", "virtio_net", "9pnet_virtio", "9p", "kvm_amd")
+KEPT = [*MODULES, *(m for m in LAB_HOST_MODULES if m not in MODULES)]
+DEB_LAYOUT = "kernels-deb-v3"  # v3: a mini image's modules and the lab host's are kept
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ def bzimage_release(path: Path) -> str:
 
 def resolve(spec: str | BuiltKernel, *, base_dir: Path, cache_root: Path) -> Kernel:
     """The kernel a suite names, ready to boot (fetched and unpacked if need be) and verified."""
+    return verified(_resolved(spec, base_dir=base_dir, cache_root=cache_root))
+
+
+def _resolved(spec: str | BuiltKernel, *, base_dir: Path, cache_root: Path) -> Kernel:
     kind = kind_of(spec)
     if isinstance(spec, BuiltKernel):
         kernel = _built(spec, base_dir)
@@ -108,7 +116,7 @@ def resolve(spec: str | BuiltKernel, *, base_dir: Path, cache_root: Path) -> Ker
         kernel = _unpacked(deb, cache_root, f"deb {deb}")
     else:
         raise ValueError("the image's own kernel needs no resolving")
-    return verified(kernel)
+    return kernel
 
 
 def _path(text: str, base_dir: Path, what: str) -> Path:
@@ -178,7 +186,7 @@ def _unpacked(deb: Path, cache_root: Path, source: str) -> Kernel:
     """A .deb unpacked once into kernels/deb-HASH (its boot/ and lib/modules/, depmod run)."""
     out = kernels_dir(cache_root) / f"deb-{digest(deb, 16)}"
     meta = _meta(out)
-    if meta.get("layout") != DEB_LAYOUT or meta.get("modules") != MODULES:
+    if meta.get("layout") != DEB_LAYOUT or meta.get("modules") != KEPT:
         _unpack(deb, out)
         meta = _meta(out)
     image = out / "root" / meta["image"]
@@ -196,10 +204,10 @@ def _meta(out: Path) -> dict[str, Any]:
 
 
 def _prune(root: Path, release: str) -> None:
-    """Only the modules a mini image carries (and what they need) stay: a distribution
-    kernel's modules are ~400 MiB, the image's a few hundred KiB."""
+    """Only the modules a mini image or the lab host loads (and what they need) stay: a
+    distribution kernel's modules are ~400 MiB, these a few MiB."""
     tree = root / "lib/modules" / release
-    present = [m for m in MODULES if _has(root, release, m)]
+    present = [m for m in KEPT if _has(root, release, m)]
     try:
         keep = {module_path(release, name, root)
                 for name in module_order(release, present, root)}
@@ -232,7 +240,7 @@ def _unpack(deb: Path, out: Path) -> None:
             proc.run(["depmod", "-b", str(root), release], timeout=300)
             _prune(root, release)
         config = root / "boot" / f"config-{release}"
-        meta = {"layout": DEB_LAYOUT, "modules": MODULES, "deb": deb.name, "release": release,
+        meta = {"layout": DEB_LAYOUT, "modules": KEPT, "deb": deb.name, "release": release,
                 "image": str(images[-1].relative_to(root)),
                 "config": str(config.relative_to(root)) if config.exists() else ""}
         (Path(tmp) / "kernel.json").write_text(json.dumps(meta, indent=1))
@@ -245,10 +253,7 @@ def _unpack(deb: Path, out: Path) -> None:
 def verified(kernel: Kernel) -> Kernel:
     """The kernel, checked: a bzImage of the release it claims, its modules tree that very
     release's, and every REQUIRED driver a module or built in."""
-    release = bzimage_release(kernel.image)
-    if release != kernel.release:
-        raise BadInput(f"kernel image {kernel.image} is {release}, its modules are "
-                       f"{kernel.release}", hint="give the modules of this very build")
+    release = _one_release(kernel)
     builtin = tuple(name for name in REQUIRED if _built_in(kernel, name))
     missing = [name for name in REQUIRED if name not in builtin and not _module(kernel, name)]
     if missing:
@@ -260,14 +265,17 @@ def verified(kernel: Kernel) -> Kernel:
     return Kernel(**{**asdict(kernel), "builtin": builtin})
 
 
+def _one_release(kernel: Kernel) -> str:
+    release = bzimage_release(kernel.image)
+    if release != kernel.release:
+        raise BadInput(f"kernel image {kernel.image} is {release}, its modules are "
+                       f"{kernel.release}", hint="give the modules of this very build")
+    return release
+
+
 def _built_in(kernel: Kernel, name: str) -> bool:
-    if kernel.modules_base is not None:
-        listed = kernel.modules_base / "lib/modules" / kernel.release / "modules.builtin"
-        if listed.exists():
-            names = {Path(line.strip()).name.removesuffix(".ko").replace("-", "_")
-                     for line in listed.read_text().splitlines()}
-            if name in names:
-                return True
+    if _listed_builtin(kernel, name):
+        return True
     if kernel.config is not None:
         return f"{CONFIG_OPTIONS[name]}=y" in kernel.config.read_text().splitlines()
     return False
@@ -303,3 +311,41 @@ def prepare(spec: str | BuiltKernel, *, base_dir: Path, cache_root: Path,
     boot = BootKernel(kernel.release, kernel.image, kernel.modules_base, kernel.kernel_id,
                       kernel.builtin)
     return Prepared(kernel, build_mini(cache_root, bin_dir, boot=boot))
+
+
+def lab_host_kernel(spec: str, *, modules: str | None, base_dir: Path,
+                    cache_root: Path) -> Kernel:
+    """A kernel for the nested lab host (`orchestrate lab run --host-kernel`): a Debian package,
+    a .deb, or a bzImage you built (with `modules`, its INSTALL_MOD_PATH). Its image and
+    modules must be one release, kvm_amd a module (the lab reloads it with npt=1 or npt=0),
+    L1's share drivers modules or built in."""
+    if spec.endswith(".deb") or PACKAGE_RE.match(spec):
+        if modules is not None:
+            raise BadInput("--host-kernel-modules is for a kernel you built",
+                           hint="a package or .deb brings its own modules")
+        kernel = _resolved(spec, base_dir=base_dir, cache_root=cache_root)
+    else:
+        kernel = _resolved(BuiltKernel(image=spec, modules=modules), base_dir=base_dir,
+                           cache_root=cache_root)
+    _one_release(kernel)
+    if not _module(kernel, "kvm_amd"):
+        raise BadInput(f"host kernel {kernel.release} ({kernel.source}) has no kvm_amd module",
+                       hint="the lab reloads KVM with npt=1 / npt=0: build CONFIG_KVM_AMD=m"
+                            + ("" if kernel.modules_base else " and give --host-kernel-modules"))
+    missing = [m for m in LAB_HOST_MODULES[:-1]
+               if not _module(kernel, m) and not _listed_builtin(kernel, m)]
+    if missing:
+        raise BadInput(f"host kernel {kernel.release} ({kernel.source}) lacks "
+                       f"{', '.join(missing)}: neither a module nor built in",
+                       hint="the lab host's shares are virtio 9p: CONFIG_NET_9P_VIRTIO, "
+                            "CONFIG_9P_FS (=y or =m)")
+    return kernel
+
+
+def _listed_builtin(kernel: Kernel, name: str) -> bool:
+    if kernel.modules_base is None:
+        return False
+    listed = kernel.modules_base / "lib/modules" / kernel.release / "modules.builtin"
+    return listed.exists() and name in {
+        Path(line.strip()).name.removesuffix(".ko").replace("-", "_")
+        for line in listed.read_text().splitlines()}

@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import proc
@@ -29,6 +29,7 @@ from orchestrator.errors import HarnessError
 from orchestrator.guests.images import (
     default_cache_root,
     dropbear_host_key,
+    has_module,
     initramfs_root,
     installed_kernel,
     staged,
@@ -50,17 +51,41 @@ RECONNECT_S = 120.0
 L1_MODPROBE_S = 300.0  # a module (un)load in the emulated L1
 
 
-def lab_initrd(cache_root: Path | None = None) -> tuple[Path, Path]:
-    """(kernel, initramfs) for L1, cached by the init script and the kernel release."""
-    release, kernel = installed_kernel()
-    digest = hashlib.sha256(LAB_INIT.read_bytes() + release.encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class HostKernel:
+    """The kernel L1 boots: this host's installed Debian kernel (modules from the shared root),
+    or one chosen with `lab run --host-kernel` (its modules shared to L1's /lib/modules)."""
+
+    release: str
+    image: Path
+    modules_base: Path | None  # holds lib/modules/RELEASE; None: the host's own /lib/modules
+    kernel_id: str = ""
+    facts: tuple[tuple[str, str], ...] = ()  # provenance, for the run's manifest
+
+
+def installed_host_kernel() -> HostKernel:
+    release, image = installed_kernel()
+    return HostKernel(release, image, None, facts=(("source", "installed"),
+                                                   ("release", release)))
+
+
+def lab_initrd(cache_root: Path | None = None, kernel: HostKernel | None = None
+               ) -> tuple[Path, Path]:
+    """(kernel, initramfs) for L1, cached by the init script and the kernel (release, id)."""
+    chosen = kernel or installed_host_kernel()
+    digest = hashlib.sha256(LAB_INIT.read_bytes() + chosen.release.encode()
+                            + chosen.kernel_id.encode()).hexdigest()[:16]
     out = (cache_root or default_cache_root()) / f"lab-{digest}"
     if not (out / "initrd.img").exists():
+        base = chosen.modules_base
+        # a kernel you built may have these built in: then there is nothing to load
+        wanted = [m for m in LAB_MODULES if has_module(chosen.release, m, base)]
         with staged(out) as (staging, root):
-            initramfs_root(root, release, init=LAB_INIT, executables=["/bin/busybox"],
-                           modules=LAB_MODULES, dirs=("proc", "sys", "dev", "newroot"))
+            initramfs_root(root, chosen.release, init=LAB_INIT, executables=["/bin/busybox"],
+                           modules=wanted, dirs=("proc", "sys", "dev", "newroot"),
+                           modules_base=base)
             write_cpio(root, staging / "initrd.img")
-    return kernel, out / "initrd.img"
+    return chosen.image, out / "initrd.img"
 
 
 class LabLost(HarnessError):
@@ -75,6 +100,7 @@ class Lab:
     ssh_port: int
     qemu: subprocess.Popen[str] | None = None  # L1 itself, when this process started it
     _reconnect: Callable[[], GuestSession] | None = None
+    kernel_facts: dict[str, str] = field(default_factory=dict)  # what L1 booted (provenance)
 
     def run(self, argv: Sequence[str], *, timeout: float, check: bool = True,
             idempotent: bool = False) -> proc.Completed:
@@ -132,12 +158,18 @@ class Lab:
 
 
 def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib: int,
-               smp: int) -> list[str]:
+               smp: int, modules_base: Path | None = None) -> list[str]:
+    # a chosen kernel's modules over the shared root's /lib/modules (images/lab/init)
+    kmods = [] if modules_base is None else [
+        "-virtfs", f"local,path={modules_base / 'lib' / 'modules'},mount_tag=kmods,"
+                   "security_model=none,readonly=on,multidevs=remap"]
     return [
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
         "-smp", str(smp), "-m", str(memory_mib), "-nographic", "-no-reboot",
         "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", f"console=ttyS0 panic=-1 quiet lab.project={PROJECT_ROOT}",
+        "-append", f"console=ttyS0 panic=-1 quiet lab.project={PROJECT_ROOT}"
+                   + (" lab.kmods=1" if kmods else ""),
+        *kmods,
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                    "multidevs=remap",
         # this checkout again at its own path: L1's tmpfs over /tmp would hide one under /tmp
@@ -152,16 +184,19 @@ def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib:
 
 @contextmanager
 def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
-               boot_timeout: float = 900) -> Iterator[Lab]:
-    """Boot L1 and hand it over; QEMU is killed on every exit path."""
-    kernel, initrd = lab_initrd()
+               boot_timeout: float = 900, host_kernel: HostKernel | None = None
+               ) -> Iterator[Lab]:
+    """Boot L1 (on the installed kernel, or host_kernel) and hand it over; QEMU is killed on
+    every exit path."""
+    kernel, initrd = lab_initrd(kernel=host_kernel)
+    modules_base = host_kernel.modules_base if host_kernel else None
     # 0700: it holds L1's host key, the client key and copies of key-holding guest initrds
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key, public = new_run_key(workdir / "client")
     (workdir / "authorized_keys").write_text(public + "\n")
     host_key = dropbear_host_key(workdir / "lab_host_key")  # /init has dropbear use it
     port = pick_free_port()
-    argv = _qemu_argv(kernel, initrd, workdir, port, memory_mib, smp)
+    argv = _qemu_argv(kernel, initrd, workdir, port, memory_mib, smp, modules_base)
     with proc.background(argv, settle_s=0, output=workdir / QEMU_LOG) as qemu:
         def console() -> str:
             last = file_tail(workdir / CONSOLE, 3, sep=" | ")
@@ -172,8 +207,8 @@ def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
                                 deadline_s=deadline_s, alive=lambda: qemu.poll() is None,
                                 console=console)
 
-        lab = Lab(connect(boot_timeout), workdir, port, qemu,
-                  lambda: connect(RECONNECT_S))
+        lab = Lab(connect(boot_timeout), workdir, port, qemu, lambda: connect(RECONNECT_S),
+                  dict((host_kernel or installed_host_kernel()).facts))
         try:
             yield lab
         finally:

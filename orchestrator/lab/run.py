@@ -29,11 +29,13 @@ from typing import Any
 from orchestrator import proc
 from orchestrator.errors import BadInput, ExitCode, HarnessError
 from orchestrator.guests.images import load_image, require_workloads
+from orchestrator.guests.kernels import lab_host_kernel
 from orchestrator.lab.l1 import (
     CONSOLE,
     L1_PATH,
     NPT,
     QEMU_LOG,
+    HostKernel,
     Lab,
     LabLost,
     load_kvm,
@@ -162,14 +164,14 @@ def run_in_lab(lab: Lab, loaded: LoadedSuite, results_root: Path, *,
         # what was measured is on this side already (the share): keep it, then say how L1 died
         run_dir = _collect(workdir, results_root, {
             "npt_before": npt_before, "npt_samples": samples, "l1_host": socket.gethostname(),
-            "lost": str(lost)})
+            "l1_kernel": lab.kernel_facts, "lost": str(lost)})
         if run_dir is not None:
             _salvage(run_dir, str(lost))
         raise LabLost(f"{lost}; measured trials kept in {run_dir}", hint=lost.hint) from None
     rc = int((workdir / "inner.rc").read_text())
     run_dir = _collect(workdir, results_root, {
         "npt_before": npt_before, "npt_after": npt_after, "npt_samples": samples,
-        "inner_exit_code": rc, "l1_host": socket.gethostname()})
+        "inner_exit_code": rc, "l1_host": socket.gethostname(), "l1_kernel": lab.kernel_facts})
     if interrupted:
         raise KeyboardInterrupt("lab run interrupted")
     return LabRunOutcome(rc, run_dir, npt_before, npt_after, samples)
@@ -249,7 +251,27 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--smp", type=int, default=2, help="L1's vCPUs (TCG threads)")
     run.add_argument("--timeout", type=float, default=4 * 3600.0,
                      help="stop the run (as Ctrl-C would) after this many seconds")
+    run.add_argument("--host-kernel", default=None, metavar="KERNEL",
+                     help="boot L1 (the lab host, where KVM runs) on this kernel instead of "
+                          "the installed one: a Debian package (linux-image-...), a .deb, or "
+                          "a bzImage you built (with --host-kernel-modules)")
+    run.add_argument("--host-kernel-modules", default=None, metavar="DIR",
+                     help="the INSTALL_MOD_PATH of your kernel's `make modules_install`")
     run.set_defaults(func=cmd_lab_run)
+
+
+def chosen_host_kernel(spec: str | None, modules: str | None, cache_root: Path
+                       ) -> HostKernel | None:
+    """--host-kernel resolved (fetched, unpacked, verified), or None for the installed one."""
+    if spec is None:
+        if modules is not None:
+            raise BadInput("--host-kernel-modules without --host-kernel",
+                           hint="give the bzImage with --host-kernel")
+        return None
+    kernel = lab_host_kernel(spec, modules=modules, base_dir=Path.cwd(), cache_root=cache_root)
+    facts = {key: str(value) for key, value in kernel.provenance().items()}
+    return HostKernel(kernel.release, kernel.image, kernel.modules_base, kernel.kernel_id,
+                      tuple(sorted(facts.items())))
 
 
 def cmd_lab_run(args: argparse.Namespace) -> int:
@@ -264,10 +286,13 @@ def cmd_lab_run(args: argparse.Namespace) -> int:
         raise BadInput("the lab runs this checkout's .venv inside L1, and there is none",
                        hint="run scripts/setup first")
     require_workloads(settings.workloads_bin)
+    host_kernel = chosen_host_kernel(args.host_kernel, args.host_kernel_modules,
+                                     settings.image_cache)
     root = (args.results_dir or settings.results).resolve()  # QEMU gets absolute paths
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lab-", dir=root) as tmp, \
-            nested_lab(Path(tmp), memory_mib=args.memory_mib, smp=args.smp) as lab:
+            nested_lab(Path(tmp), memory_mib=args.memory_mib, smp=args.smp,
+                       host_kernel=host_kernel) as lab:
         load_kvm(lab, npt=True)  # a lab host's usual state: two-dimensional paging on
         outcome = run_in_lab(lab, loaded, root, timeout=args.timeout,
                              image_cache=settings.image_cache)

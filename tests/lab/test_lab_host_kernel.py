@@ -1,0 +1,59 @@
+"""`orchestrate lab run --host-kernel`: the lab host (L1, whose KVM runs the guests: the kernel
+a KVM patch changes) booted on another kernel than the installed one, for a baseline beside a
+candidate. The real thing: L1 on the PREEMPT_RT build of the installed Debian release (a real
+package from apt, a different kernel), a fork-dirty suite under its real KVM with npt=1, every
+row saying L1's own kernel, and `compare` naming the difference `host-kernel`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator import results
+from orchestrator.cli.entry import main
+from orchestrator.guests.images import build_mini, installed_kernel
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest.mark.needs_root,
+              pytest.mark.skipif(not shutil.which("apt-get"), reason="needs apt-get")]
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = """\
+name: lab-host-kernel
+paging: [tdp]
+guests:
+  small: {image: mini, vcpus: 1, memory: 1GiB}
+workloads:
+  - {name: fork, kind: fork-dirty, params: {pages: 1280}, trials: 2, warmup: 0}
+timeouts: {boot: 600s, trial: 180s}
+lost_guest_retries: 1
+"""
+
+
+def rt_flavour_of_the_installed_kernel() -> str:
+    release, _ = installed_kernel()  # e.g. 6.1.0-47-amd64
+    return release.removesuffix("-amd64") + "-rt-amd64"
+
+
+def test_the_lab_host_boots_the_chosen_kernel_and_every_row_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    subprocess.run(["make", "-s", "-C", str(ROOT / "guest-workloads")], check=True, timeout=300)
+    build_mini()
+    rt = rt_flavour_of_the_installed_kernel()
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    code = main(["lab", "run", str(suite), "--results-dir", str(tmp_path / "results"),
+                 "--host-kernel", f"linux-image-{rt}", "--timeout", "1800"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    run = results.load(Path(json.loads(out.strip().splitlines()[-1])["run_dir"]))
+    l1_kernel = run.manifest["lab"]["l1_kernel"]
+    assert l1_kernel["release"] == rt and l1_kernel["source"] == f"package linux-image-{rt}"
+    assert len(l1_kernel["kernel_id"]) == 12
+    assert run.manifest["host"]["kernel_release"] == rt  # what L1 itself said (uname -r)
+    assert run.manifest["lab"]["npt_after"] == "Y"
+    ok = run.trials[run.trials["outcome"] == "ok"]
+    assert len(ok.drop_duplicates(["cell_id", "trial"])) == 2
+    assert set(ok["paging_mode"]) == {"tdp"} and set(ok["accel"]) == {"nested-tcg"}
