@@ -218,7 +218,15 @@ def nested_lab(workdir: Path, *, memory_mib: int = 4096, smp: int = 2,
 def load_kvm(lab: Lab, *, npt: bool = True) -> None:
     """(Re)load kvm_amd in L1 with npt=1 (two-dimensional paging) or npt=0 (shadow MMU): the
     host's own reload (paging.load_module), its commands run inside L1 (slowly: emulated)."""
-    load_module("kvm_amd", tdp=npt, tdp_mmu=True, runner=lab.run, timeout=L1_MODPROBE_S)
+    try:
+        load_module("kvm_amd", tdp=npt, tdp_mmu=True, runner=lab.run, timeout=L1_MODPROBE_S)
+    except proc.CommandError as failed:
+        # modprobe says only "Operation not supported"; L1's kernel log says why (e.g. a
+        # PREEMPT_RT kernel's KVM wants a constant TSC, which TCG's -cpu max lacks)
+        said = lab.run(["sh", "-c", "dmesg | tail -n 2"], timeout=60, check=False,
+                       idempotent=True).stdout
+        raise HarnessError(failed.one_line(), hint="L1's kernel log ends: " + (
+            " | ".join(said.split("\n")).strip(" |") or "(empty)")) from None
 
 
 NPT = "/sys/module/kvm_amd/parameters/npt"
