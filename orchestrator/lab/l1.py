@@ -159,7 +159,8 @@ class Lab:
 
 def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib: int,
                smp: int, modules_base: Path | None = None) -> list[str]:
-    # a chosen kernel's modules over the shared root's /lib/modules (images/lab/init)
+    # a chosen kernel's modules over the shared root's /lib/modules (images/lab/init finds the
+    # share by its tag: the kernel command line stays the same, as compare reads it)
     kmods = [] if modules_base is None else [
         "-virtfs", f"local,path={modules_base / 'lib' / 'modules'},mount_tag=kmods,"
                    "security_model=none,readonly=on,multidevs=remap"]
@@ -167,8 +168,7 @@ def _qemu_argv(kernel: Path, initrd: Path, workdir: Path, port: int, memory_mib:
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
         "-smp", str(smp), "-m", str(memory_mib), "-nographic", "-no-reboot",
         "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", f"console=ttyS0 panic=-1 quiet lab.project={PROJECT_ROOT}"
-                   + (" lab.kmods=1" if kmods else ""),
+        "-append", f"console=ttyS0 panic=-1 quiet lab.project={PROJECT_ROOT}",
         *kmods,
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                    "multidevs=remap",
