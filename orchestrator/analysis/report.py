@@ -238,9 +238,27 @@ def _provenance_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(k, str(manifest.get(k, ""))) for k in PROVENANCE]
     rows += [(f"host.{k}", str(host.get(k, ""))) for k in HOST]
     rows += [(f"tools.{k}", str(v)) for k, v in manifest.get("tools", {}).items()]
+    rows += _kernel_rows(manifest)
     if manifest.get("journal_note"):
         rows.append(("journal", str(manifest["journal_note"])))
     return rows
+
+
+def _kernel_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """The kernels measured: each guest's as booted (its `uname -r` and image hash, once per
+    guest however many modes booted it) and, in the nested lab, the lab host's (L1's KVM)."""
+    rows: dict[str, str] = {}
+    for key, facts in sorted((manifest.get("guests") or {}).items()):
+        if isinstance(facts, dict) and facts.get("kernel_release"):
+            kernel_id = facts.get("kernel_id")
+            said = str(facts["kernel_release"]) + (f" (image {kernel_id})" if kernel_id else "")
+            rows.setdefault(f"guest {str(key).split('/')[-1]} kernel", said)
+    l1 = (manifest.get("lab") or {}).get("l1_kernel")
+    if isinstance(l1, dict) and l1.get("release"):
+        kernel_id = l1.get("kernel_id")
+        rows["lab host (L1) kernel"] = f"{l1['release']} ({l1.get('source', '')}" + (
+            f", image {kernel_id})" if kernel_id else ")")
+    return list(rows.items())
 
 
 def run_blocks(data: Data) -> list[Block]:

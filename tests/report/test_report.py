@@ -123,3 +123,19 @@ def test_categorical_sweeps_become_bar_charts(tmp_path: Path) -> None:
     made = metric_plots(table, ["pages", "populate"], tmp_path)
     assert [p.name for p in made] == ["fault-ns_per_page-by-populate.png"]
     assert made[0].stat().st_size > 5_000
+
+
+def test_the_report_names_the_kernels_measured() -> None:
+    from orchestrator.analysis.report import _provenance_rows
+
+    manifest = {"guests": {
+        "tdp/small": {"kernel_release": "6.1.0-47-amd64", "kernel_id": "1a29e4786a77"},
+        "shadow/small": {"kernel_release": "6.1.0-47-amd64", "kernel_id": "1a29e4786a77"},
+        "tdp/small-rt": {"kernel_release": "6.1.0-47-rt-amd64", "kernel_id": ""}},
+        "lab": {"l1_kernel": {"release": "6.8.0", "source": "built /src/bzImage",
+                              "kernel_id": "bbbb33334444"}}}
+    rows = dict(_provenance_rows(manifest))
+    assert rows["guest small kernel"] == "6.1.0-47-amd64 (image 1a29e4786a77)"
+    assert rows["guest small-rt kernel"] == "6.1.0-47-rt-amd64"
+    assert rows["lab host (L1) kernel"] == "6.8.0 (built /src/bzImage, image bbbb33334444)"
+    assert not any(what.startswith(("guest ", "lab host")) for what, _ in _provenance_rows({}))
