@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.analysis.report import write_report
+from orchestrator.analysis.report import _provenance_rows, write_report
 from orchestrator.analysis.stats import crossings
 from tests.report.conftest import make_run, noisy
 
@@ -126,8 +126,6 @@ def test_categorical_sweeps_become_bar_charts(tmp_path: Path) -> None:
 
 
 def test_the_report_names_the_kernels_measured() -> None:
-    from orchestrator.analysis.report import _provenance_rows
-
     manifest = {"guests": {
         "tdp/small": {"kernel_release": "6.1.0-47-amd64", "kernel_id": "1a29e4786a77"},
         "shadow/small": {"kernel_release": "6.1.0-47-amd64", "kernel_id": "1a29e4786a77"},
