@@ -52,21 +52,22 @@ def add_parser(sub: Any) -> None:
     cmd.set_defaults(func=cmd_reproduce)
 
 
-def seed_suites(seed: str, suites_dir: Path) -> list[Path]:
-    """The suites carrying `seed`'s reference data (or the suite named `seed`)."""
+def seed_suites(seed: str, suites_dir: Path) -> list[tuple[Path, str]]:
+    """The suites carrying `seed`'s reference data (or the suite named `seed`): (file, the
+    suite's name, which its run directories carry)."""
     if not suites_dir.is_dir():
         raise BadInput(f"{suites_dir}: no such directory of suites",
                        hint="--suites DIR names the directory holding the seed suites")
     number = seed.lower().removeprefix("seed").strip("-_ ")
     wanted = number.zfill(3) if number.isdigit() else None  # 0, 000, seed-000: seed 000
-    found: list[Path] = []
+    found: list[tuple[Path, str]] = []
     known: dict[str, list[str]] = {}
     for path in sorted(suites_dir.glob("*.yaml")):
-        refs = load_suite(path).suite.reference
-        for ref in refs:
+        suite = load_suite(path).suite
+        for ref in suite.reference:
             known.setdefault(ref.seed, []).append(path.stem)
-        if path.stem == seed or any(ref.seed == wanted for ref in refs):
-            found.append(path)
+        if path.stem == seed or any(ref.seed == wanted for ref in suite.reference):
+            found.append((path, suite.name))
     if not found:
         listed = "; ".join(f"{s}: {', '.join(names)}" for s, names in sorted(known.items()))
         raise BadInput(f"{seed}: no suite in {suites_dir} carries that seed's reference data",
@@ -113,9 +114,9 @@ def _new_run(root: Path, before: set[str], name: str) -> Path | None:
     return Path(runs[-1]["path"]) if runs else None
 
 
-def run_one(suite: Path, where: str, root: Path) -> tuple[int, Path | None]:
-    """One child run; its exit code and the run directory it made (if any)."""
-    name = load_suite(suite).suite.name
+def run_one(suite: Path, name: str, where: str, root: Path) -> tuple[int, Path | None]:
+    """One child run of the suite called `name`; its exit code and the run directory it made
+    (if any)."""
     before = {str(r["path"]) for r in reader.list_runs(root, hosts=False)} \
         if root.is_dir() else set()
     with tempfile.TemporaryDirectory(prefix="orch-reproduce-") as scratch:
@@ -148,15 +149,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     root = (args.results_dir or settings.results).resolve()
     suites = seed_suites(args.seed, args.suites)
     where, why = where_to_run(args.where, accel.detect())
-    print(f"reproduce {args.seed}: {', '.join(p.stem for p in suites)} -> {where} ({why})")
+    print(f"reproduce {args.seed}: {', '.join(p.stem for p, _ in suites)} -> {where} ({why})")
     if args.dry_run:
-        for suite in suites:
+        for suite, _ in suites:
             rows = " (a copy with paging: [native])" if where == "native" else ""
             print("  would run: orchestrate " + " ".join(_child(where, suite, root)[3:]) + rows)
         return ExitCode.OK
     worst = int(ExitCode.OK)
-    for suite in suites:
-        code, run_dir = run_one(suite, where, root)
+    for suite, name in suites:
+        code, run_dir = run_one(suite, name, where, root)
         worst = worst or code
         if run_dir is None:
             print(f"{suite.stem}: no run was recorded (exit {code})")

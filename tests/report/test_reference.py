@@ -169,10 +169,10 @@ def test_the_suite_field_refuses_what_it_cannot_compare() -> None:
 
 
 def test_a_seed_is_found_by_number_or_suite_name() -> None:
-    assert [p.stem for p in seed_suites("000", SUITES)] == ["fork-dirty-pages", "pte-density"]
-    assert [p.stem for p in seed_suites("0", SUITES)] == ["fork-dirty-pages", "pte-density"]
-    assert [p.stem for p in seed_suites("seed-002", SUITES)] == ["hugepage-fork"]
-    assert [p.stem for p in seed_suites("pte-density", SUITES)] == ["pte-density"]
+    assert [p.stem for p, _ in seed_suites("000", SUITES)] == ["fork-dirty-pages", "pte-density"]
+    assert [p.stem for p, _ in seed_suites("0", SUITES)] == ["fork-dirty-pages", "pte-density"]
+    assert [p.stem for p, _ in seed_suites("seed-002", SUITES)] == ["hugepage-fork"]
+    assert [p.stem for p, _ in seed_suites("pte-density", SUITES)] == ["pte-density"]
     with pytest.raises(BadInput, match="004: no suite in .* carries that seed's") as info:
         seed_suites("004", SUITES)
     assert info.value.hint == ("seeds with reference data: 000: fork-dirty-pages, "
