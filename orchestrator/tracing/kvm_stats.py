@@ -20,7 +20,12 @@ DEBUGFS_KVM = Path("/sys/kernel/debug/kvm")
 
 
 def vm_dirs(pid: int, root: Path = DEBUGFS_KVM) -> list[Path]:
-    return sorted(p for p in root.glob(f"{pid}-*") if p.is_dir())
+    """The process's VM directories; none where debugfs cannot be read (it is root's only:
+    then every counter is unavailable, never 0)."""
+    try:
+        return sorted(p for p in root.glob(f"{pid}-*") if p.is_dir())
+    except PermissionError:
+        return []
 
 
 def available(pid: int, root: Path = DEBUGFS_KVM) -> set[str]:

@@ -3,7 +3,10 @@ read in the nested lab e2e, tests/lab)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from orchestrator.tracing import kvm_stats
 from orchestrator.tracing.event_globs import expand_globs
@@ -39,3 +42,23 @@ def test_a_vm_gone_mid_trial_is_unavailable(tmp_path: Path) -> None:
     vm.rmdir()
     (event,) = kvm_stats.deltas(before, kvm_stats.snapshot(42, ["kvmstat:exits"], tmp_path))
     assert event.count is None and not event.available
+
+
+
+@pytest.mark.needs_root
+def test_debugfs_closed_to_a_non_root_user_makes_counters_unavailable(tmp_path: Path) -> None:
+    """debugfs is root's only (0700): a run as another user gets unavailable counters, not
+    a PermissionError. Here as the user nobody (the effective uid, given back after)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody for a moment")
+    debug = tmp_path / "debug"
+    _vm(debug / "kvm", "42-10", exits=1)
+    debug.chmod(0o700)
+    tmp_path.chmod(0o755)
+    os.seteuid(65534)
+    try:
+        before = kvm_stats.snapshot(42, ["kvmstat:exits"], debug / "kvm")
+        found = kvm_stats.available(42, debug / "kvm")
+    finally:
+        os.seteuid(0)
+    assert before == {"kvmstat:exits": None} and found == set()
