@@ -129,22 +129,39 @@ class Kind:
     host_assisted: bool = False
     guest_events: tuple[str, ...] = ()  # what `default` adds for it on the guest side
     host_events: tuple[str, ...] = ()  # and on the host side
+    # every metric its trials report (a program's own, then what the parser adds): a precision
+    # target's `metric:` must be one (tests/workloads check them against the programs' output)
+    metrics: tuple[str, ...] = ()
+
+
+RUSAGE = ("rusage_minflt", "rusage_majflt", "rusage_nvcsw", "rusage_nivcsw")  # adapters adds
 
 
 # Suite order: what `kind must be one of` lists.
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("fork-dirty", ForkDirtyParams, "fork-dirty", "fork_us"),
-    Kind("mprotect", MprotectParams, "mprotect", "mprotect_ro_ns"),
+    Kind("fork-dirty", ForkDirtyParams, "fork-dirty", "fork_us",
+         metrics=("fork_us", "fork_wait_us", "cow_us", *RUSAGE)),
+    Kind("mprotect", MprotectParams, "mprotect", "mprotect_ro_ns",
+         metrics=("mprotect_ro_ns", "mprotect_rw_ns", "prot_fault_ns", *RUSAGE)),
     Kind("hugepage", HugepageParams, "hugepage", "fork_us",
          guest_events=("vmstat:thp_fault_alloc", "vmstat:thp_fault_fallback",
-                       "vmstat:thp_split_page", "vmstat:htlb_buddy_alloc_success")),
+                       "vmstat:thp_split_page", "vmstat:htlb_buddy_alloc_success"),
+         metrics=("populate_us", "fork_us", "fork_wait_us", "munmap_us", *RUSAGE)),
     Kind("fault", FaultParams, "fault", "ns_per_page",
-         guest_events=("vmstat:pgfault", "vmstat:pgmajfault")),
-    Kind("dirtier", DirtierParams, "dirtier", "pages_per_s"),
-    Kind("noop", NoopParams, "noop", "noop_ns"),
-    Kind("stress-ng", StressNgParams, None, "bogo_ops_per_s"),
+         guest_events=("vmstat:pgfault", "vmstat:pgmajfault"),
+         metrics=("populate_us", "touch_us", "ns_per_page", "minflt", "majflt", *RUSAGE)),
+    Kind("dirtier", DirtierParams, "dirtier", "pages_per_s",
+         metrics=("pages_per_s", "pages_written", "duration_s", *RUSAGE)),
+    Kind("noop", NoopParams, "noop", "noop_ns", metrics=("noop_ns", *RUSAGE)),
+    Kind("stress-ng", StressNgParams, None, "bogo_ops_per_s",
+         metrics=("bogo_ops", "bogo_ops_per_s", "wall_s", "user_s", "system_s")),
     Kind("dirty-log", DirtyLogParams, "dirtier", "pages_per_s_on", host_assisted=True,
-         host_events=("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed")),
+         host_events=("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed"),
+         metrics=("pages_per_s_off", "pages_per_s_on", "pages_per_s_after", "slowdown_pct",
+                  "dirty_rate_mib_s", "logging_s")),
     Kind("migrate", MigrateParams, "dirtier", "total_time_ms", host_assisted=True,
-         host_events=("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed")),
+         host_events=("kvmstat:mmu_shadow_zapped", "kvmstat:pf_fixed"),
+         metrics=("pages_per_s_before", "pages_per_s_during", "pages_per_s_after",
+                  "total_time_ms", "downtime_ms", "setup_time_ms", "transferred_mib",
+                  "pages_transferred", "iterations")),
 )}

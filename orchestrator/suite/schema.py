@@ -247,6 +247,18 @@ class WorkloadBase(Frozen):
         """Measured trials per point at most: the count, or a precision target's max."""
         return self.trials.max if isinstance(self.trials, PrecisionTarget) else self.trials
 
+    @model_validator(mode="after")
+    def _target_metric_is_reported(self) -> WorkloadBase:
+        """A target on a metric the kind never reports would never be met: every point would
+        run its max trials, silently."""
+        target = self.trials
+        kind = KINDS.get(self.kind)
+        if isinstance(target, PrecisionTarget) and target.metric and kind and kind.metrics \
+                and target.metric not in kind.metrics:
+            raise ValueError(f"trials.metric {target.metric!r}: a {self.kind} trial reports no "
+                             f"such metric (it reports {', '.join(kind.metrics)})")
+        return self
+
 
 def _workload_model(kind: Kind) -> type[WorkloadBase]:
     """`kind: <name>` with its `params:`, which may be left out when every one has a default."""

@@ -64,3 +64,11 @@ def test_default_events_are_the_tracers_and_the_kinds_own(kind: Kind) -> None:
     base = () if kind.host_assisted else DEFAULT_GUEST  # no single guest process to count
     assert with_defaults(["default"], "guest", kind.name) == [*base, *kind.guest_events]
     assert with_defaults(["default"], "host", kind.name) == [*DEFAULT_HOST, *kind.host_events]
+
+
+@EVERY_KIND
+def test_a_kind_declares_its_metrics_with_its_primary_one_among_them(kind: Kind) -> None:
+    """What a precision target's `metric:` is checked against (the programs' own output is
+    compared with these lists in tests/workloads/test_binaries.py)."""
+    assert kind.primary_metric in kind.metrics
+    assert len(set(kind.metrics)) == len(kind.metrics)

@@ -194,6 +194,7 @@ def test_a_precision_target_and_an_order_are_read() -> None:
         ("{min: 5, max: 9}", "suite.yaml:10:5: workloads[0].trials: missing required key 'ci_halfwidth'"),
         ("{min: 5, max: 9, ci_halfwidth: 2%, level: 99%}", "workloads[0].trials.level: unknown key 'level'"),
         ("{min: 5, max: 9, ci_halfwidth: 2%, metric: 'a b'}", "workloads[0].trials.metric: String should match pattern"),
+        ("{min: 5, max: 9, ci_halfwidth: 2%, metric: fork_usec}", "workloads[0]: trials.metric 'fork_usec': a fork-dirty trial reports no such metric (it reports fork_us, fork_wait_us, cow_us"),
         ("[5]", "suite.yaml:10:5: workloads[0].trials: Input should be a valid integer"),
         ("{min: 5, max: 2000000, ci_halfwidth: 2%}", "makes 18,000,018 trials (9 x 2,000,002 trials per point)"),
     ],

@@ -8,9 +8,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from orchestrator import proc
+from orchestrator.model import Outcome
+from orchestrator.suite.kinds import KINDS
+from orchestrator.workloads import adapters
 from tests.workloads.conftest import metric, run_json, trials
 
 PROGRAMS = ["fork-dirty", "mprotect", "hugepage", "fault", "dirtier", "noop"]
@@ -201,3 +206,27 @@ def test_mprotect_times_small_pages_even_when_thp_is_always(bin_dir: Path) -> No
         THP.write_text(before)
     huge_kb = int(rollup.split("AnonHugePages:")[1].split()[0])
     assert huge_kb == 0, rollup
+
+
+# one small trial of each program, with the options that make it report everything it can
+EVERY_METRIC: dict[str, dict[str, Any]] = {
+    "fork-dirty": {"pages": 64, "cow": True},
+    "mprotect": {"pages": 64},
+    "hugepage": {"size": "4M", "backing": "small"},
+    "fault": {"pages": 64},
+    "dirtier": {"pages": 64, "duration": 0.5, "interval": 0.1},
+    "noop": {},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_METRIC))
+def test_the_metrics_a_kind_declares_are_the_ones_its_program_reports(
+        bin_dir: Path, kind: str) -> None:
+    """A precision target's `metric:` is checked against KINDS[kind].metrics at load time;
+    that list must be what the program really prints (and the parser adds)."""
+    done = proc.run(adapters.command(kind, EVERY_METRIC[kind], str(bin_dir)), timeout=120)
+    parsed = adapters.parse(kind, done)
+    assert parsed.outcome is Outcome.OK, parsed
+    reported = {m.name for m in parsed.metrics}
+    assert reported == set(KINDS[kind].metrics)
+    assert KINDS[kind].primary_metric in reported
