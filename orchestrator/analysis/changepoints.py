@@ -174,7 +174,13 @@ def detect(series: Sequence[float], min_magnitude: float = MIN_MAGNITUDE
 def change_points(runs: Sequence[reader.RunTables], min_magnitude: float = MIN_MAGNITUDE
                   ) -> tuple[list[ChangePoint], list[PlatformChange]]:
     """Every change point of the runs (one suite), newest first, and every platform change."""
-    values = run_values(runs)
+    return change_points_of(run_values(runs), min_magnitude)
+
+
+def change_points_of(values: pd.DataFrame, min_magnitude: float = MIN_MAGNITUDE
+                     ) -> tuple[list[ChangePoint], list[PlatformChange]]:
+    """change_points() from run_values() rows already made (the fleet site keeps them per run,
+    so a new night does not reread a year of tables)."""
     if values.empty:
         return [], []
     values = values.assign(adjusted=host_adjusted(values)).sort_values("order")

@@ -1,0 +1,92 @@
+"""One build of the site: read what changed, detect, write what changed.
+
+Runs whose fingerprint matches the build state keep their facts (no table is reread); a suite
+whose runs did not change keeps its change points; a page whose inputs did not change is
+neither rendered nor rewritten. A from-scratch build reads every run, in `jobs` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.analysis import changepoints, triage
+from orchestrator.errors import BadInput
+from orchestrator.site import scan, state, suites, views
+from orchestrator.site.facts import run_facts
+from orchestrator.site.regressions import write_regressions
+
+PARALLEL_FROM = 64  # fewer runs to read: not worth starting processes
+
+
+@dataclass
+class Built:
+    out: Path
+    runs: int
+    read: int  # runs whose facts were (re)read
+    seconds: float
+    written: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def check(root: Path, out: Path) -> None:
+    """Bad input before anything is written: one line and a hint each."""
+    if not root.is_dir():
+        raise BadInput(f"results root {root} is not a directory",
+                       hint="ROOT is where collect.yml gathers <host>/<run_id> "
+                            "(or one host's runs)")
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file", hint="give a directory for the site")
+    run = scan.inside_a_run(out)
+    if run is not None:
+        raise BadInput(f"--out {out} lies inside the run directory {run}",
+                       hint="write the site beside the runs, e.g. --out ROOT/site")
+
+
+def build(root: Path, out: Path, min_magnitude: float = changepoints.MIN_MAGNITUDE,
+          jobs: int | None = None, compare: bool = True) -> Built:
+    began = time.perf_counter()
+    check(root, out)
+    found = scan.find_runs(root, skip=out.resolve())
+    if not found:
+        raise BadInput(f"no runs under {root.resolve()}",
+                       hint="ROOT holds <host>/<run_id>/manifest.json (ansible/collect.yml) "
+                            "or one host's <run_id>/manifest.json")
+    out.mkdir(parents=True, exist_ok=True)
+    st = state.load(out)
+    facts, read = _facts(found, st, jobs)
+    all_suites = suites.suites(facts, st, triage.load(root), min_magnitude)
+    w = state.Writer(out, st)
+    charts = {s.name: views.write_suite(w, s) for s in all_suites}
+    index = views.write_index(w, all_suites)
+    steps = write_regressions(w, all_suites, charts, compare)
+    views.write_summary(w, index, steps, all_suites)
+    removed = w.prune()
+    state.save(out, st)
+    return Built(out, len(found), read, time.perf_counter() - began, w.written, w.kept,
+                 removed, {"latest": index["latest"], "counts": index["counts"],
+                           "open": len(steps)})
+
+
+def _facts(found: list[scan.Found], st: state.State, jobs: int | None
+           ) -> tuple[list[dict[str, Any]], int]:
+    """Every run's facts: from the state when its fingerprint is unchanged, else read."""
+    stale = [f for f in found if st.runs.get(str(f.path), {}).get("fp") != f.fingerprint]
+    workers = jobs or os.cpu_count() or 1
+    if len(stale) >= PARALLEL_FROM and workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            fresh = list(pool.map(run_facts, [f.path for f in stale], chunksize=32))
+    else:
+        fresh = [run_facts(f.path) for f in stale]
+    for f, facts in zip(stale, fresh, strict=True):
+        st.runs[str(f.path)] = {"fp": f.fingerprint, "facts": facts}
+    present = {str(f.path) for f in found}
+    for gone in set(st.runs) - present:
+        del st.runs[gone]
+    return [st.runs[str(f.path)]["facts"] for f in found], len(stale)
