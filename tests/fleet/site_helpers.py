@@ -76,7 +76,7 @@ def undecodable_images(site: Path) -> list[str]:
     bad = []
     for image in sorted(site.rglob("*.svg")):
         try:
-            ET.parse(image)
+            ET.parse(image)  # noqa: S314 - the site this test just wrote
         except ET.ParseError as exc:
             bad.append(f"{image}: {exc}")
     for image in sorted(site.rglob("*.png")):

@@ -59,7 +59,8 @@ def planted_step_is_shown(site: Path) -> None:
     assert step["at_run"].startswith(f"lab1-n{STEP_AT:03d}")
     assert step["key"] in (site / "regressions.html").read_text()
     chart = site / step["chart"]
-    steps = ET.parse(chart).getroot().findall(f".//{SVG}rect[@class='step']")
+    steps = ET.parse(chart).getroot()  # noqa: S314 - our own chart
+    steps = steps.findall(f".//{SVG}rect[@class='step']")
     assert len(steps) == 1
     ratio = re.search(r" x(\d\.\d+) ", steps[0].findtext(f"{SVG}title") or "")
     assert ratio and 1.25 < float(ratio.group(1)) < 1.35
@@ -131,8 +132,6 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_real_runs_of_two_hosts_open_in_chromium(built_workloads: Path, tmp_path: Path) -> None:
-    from tests.report.test_report import opened_in_chromium
-
     real = tmp_path / "real"
     suite = write_suite(tmp_path, QUICK_SUITE)
     for _ in range(2):
@@ -163,13 +162,26 @@ def test_real_runs_of_two_hosts_open_in_chromium(built_workloads: Path, tmp_path
     assert cells["runner-a", "fleet-quick"] in ("ok", "missing")
     index = (site / "index.html").read_text()
     assert (root / "runner-a" / runs[0].name / "report" / "report.html").exists()
-    assert f"../results/runner-a/{runs[0].name}/report/report.html" not in index or True
+    assert f"../results/runner-a/{runs[0].name}/report/report.html" in index
     shots = tmp_path / "shots"
     shots.mkdir()
-    dom = opened_in_chromium(site / "index.html", tmp_path, shots / "site-index.png")
+    dom = in_chromium(site / "index.html", tmp_path, shots / "site-index.png")
     assert "runner-b" in dom and "harness broke" in dom
-    opened_in_chromium(site / "regressions.html", tmp_path, shots / "site-regressions.png")
-    opened_in_chromium(site / "suites" / "nightly.html", tmp_path, shots / "site-trends.png")
+    assert "Open regressions" in in_chromium(site / "regressions.html", tmp_path,
+                                             shots / "site-regressions.png")
+    assert 'class="step"' not in in_chromium(site / "suites" / "nightly.html", tmp_path,
+                                             shots / "site-trends.png")  # charts are <img>s
     ARTIFACTS.mkdir(exist_ok=True)
     for shot in shots.iterdir():
         shutil.copy(shot, ARTIFACTS / shot.name)
+
+
+def in_chromium(page: Path, tmp_path: Path, shot: Path) -> str:
+    """tests/report's Chromium check (every image decoded, a screenshot kept); once more when
+    headless Chromium hands back an empty page, as it did here once under a busy machine."""
+    from tests.report.test_report import opened_in_chromium
+
+    try:
+        return opened_in_chromium(page, tmp_path, shot)
+    except AssertionError:
+        return opened_in_chromium(page, tmp_path, shot)
