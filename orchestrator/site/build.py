@@ -17,10 +17,11 @@ from typing import Any
 from orchestrator.analysis import changepoints, triage
 from orchestrator.errors import BadInput
 from orchestrator.site import scan, state, suites, views
-from orchestrator.site.facts import run_facts
+from orchestrator.site.facts import runs_facts
 from orchestrator.site.regressions import write_regressions
 
 PARALLEL_FROM = 64  # fewer runs to read: not worth starting processes
+CHUNK = 200  # runs read by one process at a time (their run values in one groupby)
 
 
 @dataclass
@@ -79,11 +80,12 @@ def _facts(found: list[scan.Found], st: state.State, jobs: int | None
     """Every run's facts: from the state when its fingerprint is unchanged, else read."""
     stale = [f for f in found if st.runs.get(str(f.path), {}).get("fp") != f.fingerprint]
     workers = jobs or os.cpu_count() or 1
+    chunks = [[f.path for f in stale[i:i + CHUNK]] for i in range(0, len(stale), CHUNK)]
     if len(stale) >= PARALLEL_FROM and workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            fresh = list(pool.map(run_facts, [f.path for f in stale], chunksize=32))
+            fresh = [f for chunk in pool.map(runs_facts, chunks) for f in chunk]
     else:
-        fresh = [run_facts(f.path) for f in stale]
+        fresh = [f for chunk in chunks for f in runs_facts(chunk)]
     for f, facts in zip(stale, fresh, strict=True):
         st.runs[str(f.path)] = {"fp": f.fingerprint, "facts": facts}
     present = {str(f.path) for f in found}

@@ -53,19 +53,38 @@ def is_good(status: str, outcomes: dict[str, Any]) -> bool:
     return status in GOOD_STATUSES and set(outcomes) <= GOOD_OUTCOMES
 
 
-def run_facts(path: Path) -> dict[str, Any]:
-    """The run's facts (JSON-able); a run that cannot be read is kept as broken, with why."""
-    try:
-        tables = reader.load(path, quiet=True)
-    except OrchestratorError as exc:
-        return {"path": str(path), "run_id": path.name, "suite": "?", "host": path.parent.name,
-                "status": "unreadable", "why": exc.one_line(), "outcomes": {}, "started": None,
-                "env": {}, "report": None, "values": []}
-    manifest = tables.manifest
+def runs_facts(paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs' facts (JSON-able), in order; a run that cannot be read is kept as broken,
+    with why. Run values are computed for all of them at once (one groupby, not one a run)."""
+    loaded: list[reader.RunTables] = []
+    facts: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            tables = reader.load(path, quiet=True)
+        except OrchestratorError as exc:
+            facts.append({"path": str(path), "run_id": path.name, "suite": "?",
+                          "host": path.parent.name, "status": "unreadable",
+                          "why": exc.one_line(), "outcomes": {}, "started": None, "env": {},
+                          "report": None, "values": []})
+            continue
+        facts.append(_facts_of(path, tables.manifest))
+        facts[-1]["_loaded"] = len(loaded)
+        loaded.append(tables)
+    values = changepoints.run_values(loaded)
+    rows: dict[int, list[dict[str, Any]]] = {}
+    if not values.empty:
+        for row in values.to_dict("records"):
+            rows.setdefault(int(row.pop("order")), []).append(
+                {str(k): _plain(v) for k, v in row.items()})
+    for f in facts:
+        if "_loaded" in f:
+            f["values"] = rows.get(f.pop("_loaded"), [])
+    return facts
+
+
+def _facts_of(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     host = _dict(manifest, "host")
     when = started(manifest.get("started_at"))
-    values = changepoints.run_values([tables])
-    rows = values.drop(columns=["order"]).to_dict("records") if not values.empty else []
     report = path / "report" / "report.html"
     return {"path": str(path), "run_id": str(manifest["run_id"]),
             "suite": str(manifest["suite_name"]),
@@ -73,8 +92,7 @@ def run_facts(path: Path) -> dict[str, Any]:
             "status": str(manifest.get("status", "?")),
             "outcomes": dict(manifest.get("outcomes") or {}),
             "started": when.isoformat() if when else None, "env": environment(manifest),
-            "report": str(report) if report.exists() else None,
-            "values": [{k: _plain(v) for k, v in row.items()} for row in rows]}
+            "report": str(report) if report.exists() else None, "values": []}
 
 
 def _plain(value: Any) -> Any:

@@ -105,7 +105,7 @@ def regressions(view: dict[str, Any]) -> str:
         rows.append(
             f"<tr class='regression'><td>{esc(s['night'])}</td><td>{esc(s['host'])}</td>"
             f"<td>{link(s['suite_href'], s['suite'])}</td><td>{esc(s['cell'])}</td>"
-            f"<td>{esc(s['stats'])}</td><td>{link(s['trend'], 'trend')}<br>"
+            f"<td>{esc(s['stats'])}{_thumb(s['chart'])}</td><td>{link(s['trend'], 'trend')}<br>"
             f"{link(s['compare'], 'compare') if s['compare'] else 'no compare page'}<br>"
             f"{link(s['before_href'], 'last good')} / {link(s['after_href'], 'first bad')}"
             f"</td><td><code>{esc(s['key'])}</code></td></tr>")
@@ -116,3 +116,7 @@ def regressions(view: dict[str, Any]) -> str:
                 f"fleet, newest first: change points the worse way for their unit that nobody "
                 f"acknowledged (<code>orchestrate triage ack KEY --why ...</code>). Compare "
                 f"pages use trial-level tests of the two runs.</p>{table}", 0)
+
+
+def _thumb(chart: str | None) -> str:
+    return f'<br><img alt="trend" width="320" src="{esc(chart)}">' if chart else ""

@@ -59,8 +59,8 @@ def planted_step_is_shown(site: Path) -> None:
     assert step["at_run"].startswith(f"lab1-n{STEP_AT:03d}")
     assert step["key"] in (site / "regressions.html").read_text()
     chart = site / step["chart"]
-    steps = ET.parse(chart).getroot()  # noqa: S314 - our own chart
-    steps = steps.findall(f".//{SVG}rect[@class='step']")
+    drawn = ET.parse(chart).getroot()  # noqa: S314 - our own chart
+    steps = drawn.findall(f".//{SVG}rect[@class='step']")
     assert len(steps) == 1
     ratio = re.search(r" x(\d\.\d+) ", steps[0].findtext(f"{SVG}title") or "")
     assert ratio and 1.25 < float(ratio.group(1)) < 1.35
@@ -176,12 +176,9 @@ def test_real_runs_of_two_hosts_open_in_chromium(built_workloads: Path, tmp_path
         shutil.copy(shot, ARTIFACTS / shot.name)
 
 
+
 def in_chromium(page: Path, tmp_path: Path, shot: Path) -> str:
-    """tests/report's Chromium check (every image decoded, a screenshot kept); once more when
-    headless Chromium hands back an empty page, as it did here once under a busy machine."""
+    """tests/report's Chromium check: every image decoded, a screenshot kept."""
     from tests.report.test_report import opened_in_chromium
 
-    try:
-        return opened_in_chromium(page, tmp_path, shot)
-    except AssertionError:
-        return opened_in_chromium(page, tmp_path, shot)
+    return opened_in_chromium(page, tmp_path, shot)
