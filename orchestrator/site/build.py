@@ -54,7 +54,7 @@ def build(root: Path, out: Path, min_magnitude: float = changepoints.MIN_MAGNITU
           jobs: int | None = None, compare: bool = True) -> Built:
     began = time.perf_counter()
     check(root, out)
-    found = scan.find_runs(root, skip=out.resolve())
+    found = scan.find_runs(root.absolute(), skip=out)
     if not found:
         raise BadInput(f"no runs under {root.resolve()}",
                        hint="ROOT holds <host>/<run_id>/manifest.json (ansible/collect.yml) "
@@ -63,13 +63,14 @@ def build(root: Path, out: Path, min_magnitude: float = changepoints.MIN_MAGNITU
     st = state.load(out)
     facts, read = _facts(found, st, jobs)
     all_suites = suites.suites(facts, st, triage.load(root), min_magnitude)
-    w = state.Writer(out, st)
+    w = state.Writer(out, st, root.absolute())
     charts = {s.name: views.write_suite(w, s) for s in all_suites}
     index = views.write_index(w, all_suites)
     steps = write_regressions(w, all_suites, charts, compare)
-    views.write_summary(w, index, steps, all_suites)
+    views.write_summary(w, index, steps, all_suites, min_magnitude)
     removed = w.prune()
-    state.save(out, st)
+    if read or w.written or removed:  # else the state on disk is this one
+        state.save(out, st)
     return Built(out, len(found), read, time.perf_counter() - began, w.written, w.kept,
                  removed, {"latest": index["latest"], "counts": index["counts"],
                            "open": len(steps)})

@@ -60,7 +60,8 @@ def _index_cell(cell: dict[str, Any]) -> str:
         return f'<td class="missing"><span class="badge">{LEGEND[state]}</span></td>'
     extra = f" ({cell['open']} open)" if cell["open"] else ""
     run = f"run {cell['run_status']}" if state == "broke" else ""
-    spark = f'<br><img alt="sparkline" src="{esc(cell["spark"])}">' if cell["spark"] else ""
+    spark = (f'<br><img alt="sparkline" src="{esc(cell["spark"])}"> <span class="note">'
+             f'n={cell["n"]}</span>') if cell["spark"] else ""
     return (f'<td class="{state}"><a href="{esc(cell["href"])}"><span class="badge">'
             f'{LEGEND[state]}</span></a>{esc(extra)}<br>{esc(cell["night"])} {esc(run)}'
             f' {link(cell["report"], "last run")}{spark}</td>')

@@ -38,8 +38,8 @@ def write_regressions(w: Writer, all_suites: list[Suite], charts: dict[str, dict
                 "trend": f"suites/{safe(suite.name)}.html#"
                          + safe(f"{cp.host}-{cp.cell_id}-{cp.metric}"),
                 "chart": charts[suite.name].get(f"{cp.host}/{cp.cell_id}/{cp.metric}"),
-                "compare": page, "before_href": run_href(before, w.out),
-                "after_href": run_href(after, w.out)})
+                "compare": page, "before_href": run_href(before, w.out, w.root),
+                "after_href": run_href(after, w.out, w.root)})
     steps.sort(key=lambda s: (s["night"], s["at_run"], s["key"]), reverse=True)
     view = {"steps": steps}
     w.page("regressions.html", view, lambda: pages.regressions(view))

@@ -21,11 +21,11 @@ class Found:
     fingerprint: str
 
 
-def fingerprint(run: Path) -> str:
+def fingerprint(run: str) -> str:
     parts = []
     for name in SOURCES:
         try:
-            st = os.stat(run / name)
+            st = os.stat(f"{run}/{name}")
         except OSError:
             parts.append("-")
             continue
@@ -33,33 +33,35 @@ def fingerprint(run: Path) -> str:
     return "|".join(parts)
 
 
-def _is_run(path: Path) -> bool:
-    return (path / "manifest.json").is_file()
+def _is_run(path: str) -> bool:
+    return os.path.isfile(f"{path}/manifest.json")
 
 
-def _subdirs(path: Path, skip: Path | None) -> list[Path]:
-    """Real subdirectories in name order: never the `latest` symlink, never the site itself."""
+def _subdirs(path: str, skip: str) -> list[str]:
+    """Real subdirectories in name order: never the `latest` symlink, never the site itself
+    (compared by real path: the site may be written inside the root)."""
+    real = os.path.realpath(path)
     with os.scandir(path) as entries:
-        found = [Path(e.path) for e in entries
-                 if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
-    return sorted(p for p in found if skip is None or p.resolve() != skip)
+        return sorted(e.path for e in entries if e.is_dir(follow_symlinks=False)
+                      and not e.name.startswith(".") and os.path.join(real, e.name) != skip)
 
 
 def find_runs(root: Path, skip: Path | None = None) -> list[Found]:
     """Every run directory under root, one level of host directories included."""
+    avoid = os.path.realpath(skip) if skip is not None else ""
     runs = []
-    for child in _subdirs(root, skip):
+    for child in _subdirs(str(root), avoid):
         if _is_run(child):
             runs.append(child)
             continue
-        runs += [run for run in _subdirs(child, skip) if _is_run(run)]
-    return [Found(run, fingerprint(run)) for run in runs]
+        runs += [run for run in _subdirs(child, avoid) if _is_run(run)]
+    return [Found(Path(run), fingerprint(run)) for run in runs]
 
 
 def inside_a_run(path: Path) -> Path | None:
     """The run directory path lies in (or is), if any: a site must never be written there."""
     resolved = path.resolve()
     for candidate in (resolved, *resolved.parents):
-        if _is_run(candidate):
+        if _is_run(str(candidate)):
             return candidate
     return None

@@ -58,6 +58,7 @@ class Writer:
 
     out: Path
     state: State
+    root: Path = Path()  # the results root: runs are linked relative to it
     written: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)

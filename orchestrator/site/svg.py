@@ -149,7 +149,8 @@ def _axes(x0: float, x1: float, y0: float, y1: float, sx: Scale, sy: Scale,
     for i in range(4):
         day = x0 + (x1 - x0) * i / 3
         label = date.fromordinal(max(1, round(day))).isoformat()
-        out.append(f'<text x="{sx(day):.1f}" y="{H - BOTTOM + 13}" text-anchor="middle">'
+        anchor = ("start", "middle", "middle", "end")[i]  # the outer dates stay inside
+        out.append(f'<text x="{sx(day):.1f}" y="{H - BOTTOM + 13}" text-anchor="{anchor}">'
                    f'{label}</text>')
     out.append(f'<text x="{(LEFT + W) / 2:.0f}" y="{H - 4}" text-anchor="middle">'
                f'night (UTC)</text>')

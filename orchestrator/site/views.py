@@ -8,6 +8,7 @@ the page, so the site opens from disk or from a server rooted above both.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis import changepoints
 from orchestrator.analysis.changepoints import ChangePoint
 from orchestrator.site import pages, svg
 from orchestrator.site.state import Writer
@@ -34,8 +34,18 @@ def rel(target: str | Path, page_dir: Path) -> str:
     return Path(os.path.relpath(target, page_dir)).as_posix()
 
 
-def run_href(run: dict[str, Any], page_dir: Path) -> str:
-    return rel(run["report"] or Path(run["path"]) / "manifest.json", page_dir)
+@functools.lru_cache(maxsize=64)
+def _to_root(root: Path, page_dir: Path) -> str:
+    return rel(root, page_dir)
+
+
+def run_href(run: dict[str, Any], page_dir: Path, root: Path) -> str:
+    """A run's report (else its manifest), relative to the page: the page's way to the root
+    (computed once a page directory) and the run's path under it."""
+    target = run["report"] or f"{run['path']}/manifest.json"
+    under = os.path.relpath(target, root) if not target.startswith(str(root) + "/") \
+        else target[len(str(root)) + 1:]
+    return f"{_to_root(root, page_dir)}/{under}"
 
 
 def trend_path(suite: str, host: str, cell: str, metric: str) -> str:
@@ -54,7 +64,8 @@ def write_suite(w: Writer, suite: Suite) -> dict[str, Any]:
     """The suite's trend charts and page; returns where each chart is (for the other pages)."""
     where: dict[str, str] = {}
     hosts = []
-    nights = {r["run_id"]: r["night"] for r in _runs(suite)}
+    runs_shown = _runs(suite)
+    nights = {r["run_id"]: r["night"] for r in runs_shown}
     for host in suite.hosts:
         charts = []
         rows = suite.values[suite.values["host"] == host] if not suite.values.empty \
@@ -66,11 +77,12 @@ def write_suite(w: Writer, suite: Suite) -> dict[str, Any]:
                            data.sort_values("order"), nights, env)
             where[f"{host}/{cell}/{metric}"] = chart["src"]
             charts.append({**chart, "src": "../" + chart["src"]})
-        runs = [{**r, "href": run_href(r, w.out / "suites")} for r in _runs(suite)
+        pages_dir = w.out / "suites"
+        runs = [{"night": r["night"], "run_id": r["run_id"], "status": r["status"],
+                 "href": run_href(r, pages_dir, w.root)} for r in runs_shown
                 if r["host"] == host]
         hosts.append({"host": host, "anchor": "h-" + safe(host), "charts": charts,
-                      "runs": [{k: r[k] for k in ("night", "run_id", "status", "href")}
-                               for r in runs],
+                      "runs": runs,
                       "env": [vars(e) for e in env]})
     view = {"suite": suite.name, "hosts": hosts}
     w.page(f"suites/{safe(suite.name)}.html", view, lambda: pages.suite_page(view))
@@ -78,7 +90,9 @@ def write_suite(w: Writer, suite: Suite) -> dict[str, Any]:
 
 
 def _runs(suite: Suite) -> list[dict[str, Any]]:
-    return [{**r, "night": str(r["started"] or "?")[:10]} for r in suite.runs]
+    return [{"run_id": r["run_id"], "host": r["host"], "status": r["status"],
+             "report": r["report"], "path": r["path"], "night": str(r["started"] or "?")[:10]}
+            for r in suite.runs]
 
 
 def _trend(w: Writer, suite: Suite, host: str, cell: str, metric: str, unit: str,
@@ -136,8 +150,8 @@ def write_index(w: Writer, all_suites: list[Suite]) -> dict[str, Any]:
             last_run = suite.runs_of(host)[-1] if suite.runs_of(host) else None
             cells[host][suite.name] = {
                 **cell, "href": f"suites/{safe(suite.name)}.html#h-{safe(host)}",
-                "report": run_href(last_run, w.out) if last_run else None,
-                "spark": _spark(w, suite, host, head)}
+                "report": run_href(last_run, w.out, w.root) if last_run else None,
+                "spark": _spark(w, suite, host, head), "n": len(suite.runs_of(host))}
     counts = {k: sum(c["status"] == k for h in cells.values() for c in h.values())
               for k in STATUSES}
     view = {"latest": last, "hosts": [{"name": h} for h in hosts], "suites": heads,
@@ -165,10 +179,10 @@ def _spark(w: Writer, suite: Suite, host: str, head: tuple[str, str] | None) -> 
 
 
 def write_summary(w: Writer, index: dict[str, Any], steps: list[dict[str, Any]],
-                  all_suites: list[Suite]) -> None:
+                  all_suites: list[Suite], threshold: float) -> None:
     """summary.json, for alerting: a stable shape (keys may be added, never removed)."""
     data = {"schema": SCHEMA, "latest_night": index["latest"],
-            "threshold": changepoints.MIN_MAGNITUDE, "counts": index["counts"],
+            "threshold": threshold, "counts": index["counts"],
             "cells": [{"host": h, "suite": s, **{k: c[k] for k in (
                 "status", "night", "run_id", "open", "alerts")}}
                 for h, row in index["cells"].items() for s, c in row.items()],
