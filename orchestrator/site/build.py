@@ -62,7 +62,8 @@ def build(root: Path, out: Path, min_magnitude: float = changepoints.MIN_MAGNITU
     out.mkdir(parents=True, exist_ok=True)
     st = state.load(out)
     facts, read = _facts(found, st, jobs)
-    all_suites = suites.suites(facts, st, triage.load(root), min_magnitude)
+    all_suites = suites.suites(facts, st, triage.load(root), min_magnitude,
+                               jobs or os.cpu_count() or 1)
     w = state.Writer(out, st, root.absolute())
     charts = {s.name: views.write_suite(w, s) for s in all_suites}
     index = views.write_index(w, all_suites)

@@ -8,6 +8,7 @@ detector work per host and platform, as `orchestrate history` does.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,19 +58,25 @@ def night(facts: dict[str, Any]) -> str:
 
 
 def suites(facts: list[dict[str, Any]], state: State, decisions: dict[str, dict[str, Any]],
-           min_magnitude: float) -> list[Suite]:
-    """Every suite of the facts, its change points from the state when its runs are unchanged."""
+           min_magnitude: float, jobs: int = 1) -> list[Suite]:
+    """Every suite of the facts, its change points from the state when its runs are unchanged
+    (else detected, a suite a process)."""
     by_suite: dict[str, list[dict[str, Any]]] = {}
     for f in facts:
         by_suite.setdefault(f["suite"], []).append(f)
     made = []
     for name, runs in sorted(by_suite.items()):
         runs.sort(key=lambda r: (str(r["started"] or ""), r["run_id"]))
-        suite = Suite(name, runs, _values(runs))
-        found = _detections(suite, state, min_magnitude)
+        made.append(Suite(name, runs, _values(runs), env_changes=env_changes(runs)))
+    keys = {s.name: digest([[r["run_id"], state.runs.get(r["path"], {}).get("fp")]
+                            for r in s.runs] + [min_magnitude]) for s in made}
+    stale = [s for s in made if state.detections.get(s.name, {}).get("digest") != keys[s.name]]
+    for suite, found in zip(stale, _detect(stale, min_magnitude, jobs), strict=True):
+        state.detections[suite.name] = {"digest": keys[suite.name],
+                                        "points": [c.as_json() for c in found]}
+    for suite in made:
+        found = [_point(p) for p in state.detections[suite.name]["points"]]
         suite.points = triage.apply(decisions, found)
-        suite.env_changes = env_changes(runs)
-        made.append(suite)
     return made
 
 
@@ -83,18 +90,17 @@ def _values(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _detections(suite: Suite, state: State, min_magnitude: float) -> list[ChangePoint]:
-    """Raw change points (before triage): Otava over the suite's run values, or the last
-    build's when neither the runs nor the threshold changed."""
-    key = digest([[r["run_id"], state.runs.get(r["path"], {}).get("fp")] for r in suite.runs]
-                 + [min_magnitude])
-    cached = state.detections.get(suite.name)
-    if cached and cached.get("digest") == key:
-        return [_point(p) for p in cached["points"]]
-    found, _ = changepoints.change_points_of(suite.values, min_magnitude) \
-        if not suite.values.empty else ([], [])
-    state.detections[suite.name] = {"digest": key, "points": [c.as_json() for c in found]}
-    return found
+def _detect(stale: list[Suite], min_magnitude: float, jobs: int) -> list[list[ChangePoint]]:
+    """Raw change points (before triage) of each suite: Otava over its run values."""
+    frames = [s.values for s in stale]
+    if len(frames) > 1 and jobs > 1:
+        with ProcessPoolExecutor(min(jobs, len(frames))) as pool:
+            return list(pool.map(_points_of, frames, [min_magnitude] * len(frames)))
+    return [_points_of(f, min_magnitude) for f in frames]
+
+
+def _points_of(values: pd.DataFrame, min_magnitude: float) -> list[ChangePoint]:
+    return changepoints.change_points_of(values, min_magnitude)[0] if not values.empty else []
 
 
 def _point(data: dict[str, Any]) -> ChangePoint:
