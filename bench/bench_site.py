@@ -15,6 +15,7 @@ after one more night; the site's size. No thresholds: figures to read.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -69,6 +70,12 @@ def synthesize(root: Path, hosts: int, suites: int, nights: int) -> None:
                 night_run(root, host, suite, night, nights + 1, rng)
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the build's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def size(path: Path) -> tuple[int, int]:
     files = [p for p in path.rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
@@ -90,19 +97,24 @@ def main() -> None:
     print(f"synthesized {runs} runs ({args.hosts} hosts x {args.suites} suites x "
           f"{args.nights} nights) in {time.perf_counter() - began:.1f} s")
     for label in ("from scratch", "nothing new"):
+        cpu = _cpu()
         built = build(root, site, jobs=args.jobs)
-        print(f"{label:>13}: {built.seconds:6.2f} s ({built.read} runs read, "
-              f"{len(built.written)} files written, {len(built.kept)} unchanged, "
-              f"{built.summary['open']} open regressions)")
+        print(f"{label:>13}: {built.seconds:6.2f} s, {_cpu() - cpu:6.1f} s of CPU "
+              f"({built.read} runs read, {len(built.written)} files written, "
+              f"{len(built.kept)} unchanged, {built.summary['open']} open regressions)")
     rng = np.random.default_rng(8)
     for host in range(args.hosts):
         for suite in range(args.suites):
             night_run(root, host, suite, args.nights, args.nights + 1, rng)
+    cpu = _cpu()
     built = build(root, site, jobs=args.jobs)
-    print(f"{'a new night':>13}: {built.seconds:6.2f} s ({built.read} runs read, "
+    print(f"{'a new night':>13}: {built.seconds:6.2f} s, {_cpu() - cpu:6.1f} s of CPU "
+          f"({built.read} runs read, "
           f"{len(built.written)} files written, {len(built.kept)} unchanged)")
     files, total = size(site)
     state = (site / ".site-state.json").stat().st_size
+    print(f"load average during the run: {os.getloadavg()[1]:.1f} (on {os.cpu_count()} CPUs: "
+          "other work on the machine slows the wall-clock figures, not the CPU ones)")
     print(f"site: {files} files, {total / 1e6:.1f} MB (of which the build state "
           f"{state / 1e6:.1f} MB)")
     if args.keep is None:

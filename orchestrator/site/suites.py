@@ -138,7 +138,7 @@ def latest_night(all_suites: list[Suite]) -> str:
 
 def status(suite: Suite, host: str, last_night: str) -> dict[str, Any]:
     """The host x suite cell of the index: its last run's night and what it says."""
-    runs = suite.runs_of(host)
+    runs = [r for r in suite.runs_of(host) if r["status"] != "running"]  # not over yet
     if not runs:
         return {"status": "missing", "night": None, "run_id": None, "open": 0, "alerts": 0}
     last = runs[-1]
