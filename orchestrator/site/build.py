@@ -7,6 +7,7 @@ neither rendered nor rewritten. A from-scratch build reads every run, in `jobs` 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +20,8 @@ from orchestrator.errors import BadInput
 from orchestrator.site import scan, state, suites, views
 from orchestrator.site.facts import runs_facts
 from orchestrator.site.regressions import write_regressions
+
+log = logging.getLogger(__name__)
 
 PARALLEL_FROM = 64  # fewer runs to read: not worth starting processes
 CHUNK = 200  # runs read by one process at a time (their run values in one groupby)
@@ -62,13 +65,18 @@ def build(root: Path, out: Path, min_magnitude: float = changepoints.MIN_MAGNITU
     out.mkdir(parents=True, exist_ok=True)
     st = state.load(out)
     facts, read = _facts(found, st, jobs)
+    damaged = [f for f in facts if f["status"] == "unreadable"]
+    if damaged:  # like `orchestrate results`: a damaged run never hides the others
+        log.warning("skipped %d damaged run(s), e.g. %s", len(damaged), damaged[0]["why"])
+    facts = [f for f in facts if f["status"] != "unreadable"]
     all_suites = suites.suites(facts, st, triage.load(root), min_magnitude,
                                jobs or os.cpu_count() or 1)
     w = state.Writer(out, st, root.absolute())
     charts = {s.name: views.write_suite(w, s) for s in all_suites}
     index = views.write_index(w, all_suites)
     steps = write_regressions(w, all_suites, charts, compare)
-    views.write_summary(w, index, steps, all_suites, min_magnitude)
+    views.write_summary(w, index, steps, all_suites, min_magnitude,
+                        [{"path": f["path"], "why": f["why"]} for f in damaged])
     removed = w.prune()
     if read or w.written or removed:  # else the state on disk is this one
         state.save(out, st)

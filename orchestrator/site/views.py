@@ -179,7 +179,8 @@ def _spark(w: Writer, suite: Suite, host: str, head: tuple[str, str] | None) -> 
 
 
 def write_summary(w: Writer, index: dict[str, Any], steps: list[dict[str, Any]],
-                  all_suites: list[Suite], threshold: float) -> None:
+                  all_suites: list[Suite], threshold: float,
+                  damaged: list[dict[str, str]]) -> None:
     """summary.json, for alerting: a stable shape (keys may be added, never removed)."""
     data = {"schema": SCHEMA, "latest_night": index["latest"],
             "threshold": threshold, "counts": index["counts"],
@@ -188,7 +189,8 @@ def write_summary(w: Writer, index: dict[str, Any], steps: list[dict[str, Any]],
                 for h, row in index["cells"].items() for s, c in row.items()],
             "open_regressions": steps,
             "environment_changes": [{"suite": s.name, **vars(e)} for s in all_suites
-                                    for e in s.env_changes]}
+                                    for e in s.env_changes],
+            "damaged_runs": damaged}
     w.page("summary.json", data,
            lambda: json.dumps(_clean(data), indent=1, default=str, allow_nan=False) + "\n")
 

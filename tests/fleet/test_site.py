@@ -111,6 +111,21 @@ def test_a_rebuild_rewrites_only_what_a_new_night_changed(tmp_path: Path) -> Non
     assert broken_links(site) == []
 
 
+def test_a_damaged_run_is_listed_and_hides_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    for night in range(3):
+        night_run(root, "lab1", night)
+    damaged = night_run(root, "lab1", 3)
+    (damaged / "manifest.json").write_text("{not json")
+    site = tmp_path / "site"
+    built = build(root, site)
+    assert built.runs == 4
+    data = summary(site)
+    assert [d["path"] for d in data["damaged_runs"]] == [str(damaged.absolute())]
+    assert [c["suite"] for c in data["cells"]] == ["nightly"]
+    assert broken_links(site) == []
+
+
 @pytest.mark.parametrize("case", ["missing root", "no runs", "out is a file", "out in a run"])
 def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
     root = tmp_path / "results"
