@@ -3,8 +3,11 @@ image check."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 from tests.report.conftest import make_run, noisy
 
 DAY = 86400.0
+EMBEDDED = re.compile(r'src="data:image/png;base64,([^"]+)"')
 FIRST_NIGHT = 1_790_000_000.0  # 2026-09-21 (UTC): any fixed night works
 
 
@@ -79,11 +83,15 @@ def undecodable_images(site: Path) -> list[str]:
             ET.parse(image)  # noqa: S314 - the site this test just wrote
         except ET.ParseError as exc:
             bad.append(f"{image}: {exc}")
-    for image in sorted(site.rglob("*.png")):
+    pngs: list[tuple[str, Any]] = [(str(p), p) for p in sorted(site.rglob("*.png"))]
+    for page in sorted(site.rglob("*.html")):  # compare pages embed their figures
+        pngs += [(f"{page}: embedded", io.BytesIO(base64.b64decode(data)))
+                 for data in EMBEDDED.findall(page.read_text(encoding="utf-8"))]
+    for name, image in pngs:
         try:
-            mpimg.imread(image)
-        except (OSError, ValueError) as exc:
-            bad.append(f"{image}: {exc}")
+            mpimg.imread(image, format="png")
+        except (OSError, ValueError, SyntaxError) as exc:
+            bad.append(f"{name}: {exc}")
     return bad
 
 
