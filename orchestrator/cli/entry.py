@@ -20,7 +20,7 @@ import shtab
 
 from orchestrator import proc
 from orchestrator.analysis import compare, history, report, summary, triage
-from orchestrator.cli import doctor, gc, reproduce, run
+from orchestrator.cli import doctor, gc, reproduce, run, site
 from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.fleet import nightly
 from orchestrator.guests import images
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     nightly.add_parser(sub)
     lab_run.add_parser(sub)
     reproduce.add_parser(sub)
+    site.add_parser(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     completion.set_defaults(func=cmd_completion)

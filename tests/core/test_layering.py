@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 # after it (lazy imports inside functions count too). ARCHITECTURE.md draws the same order.
 # `model` (the plain record types) is below everything: it imports nothing of ours.
 ORDER = ["model", "median", "errors", "proc", "paths", "settings", "store", "suite", "host", "guests",
-         "workloads", "tracing", "run", "analysis", "lab", "fleet", "cli"]
+         "workloads", "tracing", "run", "analysis", "lab", "fleet", "site", "cli"]
 # The faces at the top of the package: each hands on one stage's names.
 FACES = {"results": {"model", "store"}, "nightly": {"fleet"}}
 GUEST_SIDE = ("libvirt", "libvirt_qemu", "paramiko", "qemu", "orchestrator.guests",

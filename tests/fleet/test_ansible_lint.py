@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from tests.fleet.conftest import ROOT
 
 ANSIBLE = ROOT / "ansible"
-PLAYBOOKS = ["provision.yml", "nightly.yml", "collect.yml", "fleet-run.yml"]
+PLAYBOOKS = ["provision.yml", "nightly.yml", "collect.yml", "fleet-run.yml", "publish.yml"]
 
 
 def _tool(name: str) -> str:
