@@ -46,6 +46,7 @@ def user_data(client_key: str, private: str, public: str) -> str:
         "package_update": False,
         "package_upgrade": False,
         "package_reboot_if_required": False,
+        "locale": False,  # minimal images lack the locales it would generate (and it is slow)
         "growpart": {"mode": "off"},
         "resize_rootfs": False,
     }

@@ -146,7 +146,8 @@ def parse_suite(text: str, path: Path, *, meminfo: Path = MEMINFO,
     except ValidationError as exc:
         raise _refusal([*problems, *map(_problem, exc.errors())], tree, path) from None
     if not problems:
-        problems = [*_unknown_images(suite, path.parent), *_too_big(suite, meminfo),
+        problems = [*_unknown_images(suite, path.parent, _imported(budget)),
+                    *_too_big(suite, meminfo),
                     *_over_budget(suite, budget)]
     if problems:
         raise _refusal(problems, tree, path)
@@ -407,25 +408,34 @@ def _hint(error: ErrorDetails, loc: str) -> str:
 # ---- what a valid suite would make: checked by arithmetic, before anything is built ----------
 
 
-# an image brought by the user: its name (`orchestrate image import NAME FILE`; whether it is
-# imported is checked when a run starts, from the image cache) or a disk file's path
-IMPORTED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# an image brought by the user: an imported one's name (in the command's image cache) or a
+# disk file's path
 DISK_SUFFIXES = (".qcow2", ".img", ".raw")
 
 
-def _unknown_images(suite: Suite, base: Path) -> list[Problem]:
+def _imported(budget: Budget) -> list[str]:
+    """The names of the images imported into the command's image cache (a Settings has one:
+    `cloud/NAME/image.json`, guests/cloud_image.py); none for a caller without a cache."""
+    cache = getattr(budget, "image_cache", None)
+    if not isinstance(cache, Path):
+        return []
+    return sorted(p.parent.name for p in (cache / "cloud").glob("*/image.json"))
+
+
+def _unknown_images(suite: Suite, base: Path, imported: list[str]) -> list[Problem]:
     problems = []
     for name, guest in suite.guests.items():
-        problem = _image_problem(guest.image, base)
+        problem = _image_problem(guest.image, base, imported)
         if problem:
             problems.append(Problem(("guests", name, "image"), *problem))
     return problems
 
 
-def _image_problem(ref: str, base: Path) -> tuple[str, str] | None:
-    """(message, hint) when `image:` names neither a built image, an importable name, nor a
+def _image_problem(ref: str, base: Path, imported: list[str]) -> tuple[str, str] | None:
+    """(message, hint) when `image:` names neither a built image, an imported one, nor a
     disk file that exists."""
-    if ref in {kind.value for kind in ImageKind}:
+    known = [kind.value for kind in ImageKind] + imported
+    if ref in known:
         return None
     if "/" in ref or ref.endswith(DISK_SUFFIXES):
         path = Path(ref).expanduser()
@@ -437,10 +447,8 @@ def _image_problem(ref: str, base: Path) -> tuple[str, str] | None:
             return f"image file {str(path)[:80]!r} does not exist", \
                 "paths are relative to the suite's directory"
         return None
-    if not IMPORTED_NAME.fullmatch(ref):
-        return f"unknown image {ref[:40]!r}", \
-            "mini, debian, an imported image's name, or a disk file's path"
-    return None
+    return f"unknown image {ref[:40]!r}", \
+        f"images: {', '.join(known)}; or `orchestrate image import NAME FILE`, or a disk path"
 
 
 def _too_big(suite: Suite, meminfo: Path) -> list[Problem]:
