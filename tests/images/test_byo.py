@@ -2,7 +2,8 @@
 (images/cloud/build-test-image: GRUB on an ESP, Debian's kernel, cloud-init, openssh-server,
 nothing of this project) is imported and runs a fork-dirty suite under TCG through
 `orchestrate run`: booted by OVMF from a per-guest overlay, our host key pinned, the workloads
-shipped over SFTP. And the refusals: not a disk image, a disk that never boots, an image
+shipped over SFTP. And the refusals: not a disk image, another architecture, a disk that
+never boots, an image
 without cloud-init.
 
 The built disk is cached in the image cache under test-cloud/, keyed by the hash of the build
@@ -185,3 +186,28 @@ def test_image_without_cloud_init_is_said_so(tmp_path: Path) -> None:
     assert "the image has no cloud-init" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not leftovers(cache)
+
+
+def test_an_image_for_another_architecture_is_refused(tmp_path: Path) -> None:
+    """An ESP whose fallback loader is arm64's (BOOTAA64.EFI): refused at import."""
+    esp = tmp_path / "esp.img"
+    subprocess.run(["mkfs.vfat", "-n", "ESP", "-C", str(esp), str(30 * 1024)], check=True,
+                   timeout=60, capture_output=True)
+    loader = tmp_path / "BOOTAA64.EFI"
+    loader.write_bytes(b"MZ" + bytes(510))
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"], check=True, env=env,
+                   timeout=60)
+    subprocess.run(["mcopy", "-i", str(esp), str(loader), "::/EFI/BOOT/BOOTAA64.EFI"],
+                   check=True, env=env, timeout=60)
+    disk = tmp_path / "arm64.img"
+    with disk.open("wb") as out:
+        out.truncate(32 << 20)
+    subprocess.run(["sfdisk", "-q", str(disk)], text=True, check=True, timeout=60,
+                   input="label: gpt\nstart=1MiB, size=30MiB, "
+                         "type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n")
+    subprocess.run(["dd", f"if={esp}", f"of={disk}", "bs=1M", "seek=1", "conv=notrunc",
+                    "status=none"], check=True, timeout=120)
+    done = orchestrate("image", "import", "arm", str(disk), cache=tmp_path / "cache")
+    assert done.returncode == 2 and "for aarch64, not x86_64" in done.stderr, done.stderr
+    assert not (tmp_path / "cache/cloud/arm").exists()
