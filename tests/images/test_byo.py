@@ -3,8 +3,7 @@
 nothing of this project) is imported and runs a fork-dirty suite under TCG through
 `orchestrate run`: booted by OVMF from a per-guest overlay, our host key pinned, the workloads
 shipped over SFTP. And the refusals: not a disk image, another architecture, a disk that
-never boots, an image
-without cloud-init.
+never boots, an image without cloud-init.
 
 The built disk is cached in the image cache under test-cloud/, keyed by the hash of the build
 script, so a CI machine builds it once (about 2 minutes here)."""
