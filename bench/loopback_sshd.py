@@ -76,7 +76,8 @@ def _openssh(tmp: Path, authorized: Path, port: int) -> tuple[str, list[str]]:
     config = tmp / "sshd_config"
     config.write_text(f"HostKey {key}\nAuthorizedKeysFile {authorized}\nListenAddress 127.0.0.1\n"
                       "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-                      "PidFile none\nStrictModes no\nLogLevel ERROR\n")
+                      "PidFile none\nStrictModes no\nLogLevel ERROR\n"
+                      "Subsystem sftp internal-sftp\n")
     public = " ".join(key.with_suffix(".pub").read_text().split()[:2])
     return public, ["/usr/sbin/sshd", "-D", "-e", "-f", str(config), "-p", str(port)]
 

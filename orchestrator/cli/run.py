@@ -10,7 +10,12 @@ from typing import Any
 from orchestrator.errors import BadInput
 from orchestrator.host import host_facts
 from orchestrator.run import runner
-from orchestrator.run.backends import ACCEL_LABELS, lab_host_backend, prepare_kernels
+from orchestrator.run.backends import (
+    ACCEL_LABELS,
+    lab_host_backend,
+    prepare_images,
+    prepare_kernels,
+)
 from orchestrator.run.execute import no_tracing
 from orchestrator.run.lock import run_lock
 from orchestrator.run.progress import make_progress
@@ -109,11 +114,12 @@ def _request(loaded: LoadedSuite, root: Path, args: argparse.Namespace,
     traced = bool(suite.trace.host or suite.trace.guest) or any(w.trace for w in suite.workloads)
     # the kernels the suite chose, fetched and verified now: refused before any run starts
     kernels = prepare_kernels(loaded, settings)
+    cloud = prepare_images(loaded, settings)  # images brought by the user: checked now too
     return runner.RunRequest(
         loaded=loaded, results_root=root,
         backend_factory=partial(lab_host_backend, force=args.force_mode_switch,
                                 settings=settings, accel_label=args.accel_label,
-                                kernels=kernels),
+                                kernels=kernels, cloud=cloud),
         progress=make_progress(), host_facts=host_facts.collect,
         tracer=PerfTracer(suite) if traced else no_tracing, settings=settings,
     )

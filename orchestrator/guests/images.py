@@ -87,6 +87,11 @@ class Image:
     boot_args: str = ""  # what this image needs on the kernel command line
     kernel_id: str = ""  # sha256 of its kernel (12 hex digits): set when a suite chose it
     base_hash: str = ""  # the recipe but the kernel and its modules (mini): same guest otherwise
+    # an image brought by the user (cloud_image.py) boots through its own loader: "uefi" or
+    # "bios"; "" = direct kernel boot of `kernel` and `initrd` (mini, debian)
+    firmware: str = ""
+    name: str = ""  # an imported image's name, or a disk file's
+    disk_format: str = "qcow2"  # of `disk` (a disk file named by a suite may be raw)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -452,13 +457,16 @@ def load_image(kind: str, cache_root: Path | None = None) -> Image:
 
 
 def add_parser(sub: Any) -> None:
-    image = sub.add_parser("image", help="build guest images from Debian packages")
+    from orchestrator.guests import cloud_image  # it builds on this module
+
+    image = sub.add_parser("image", help="build, import, list and remove guest images")
     verbs = image.add_subparsers(dest="image_verb", required=True)
     build = verbs.add_parser("build", help="build (or find in the cache) an image")
     build.add_argument("kind", choices=[k.value for k in ImageKind])
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.add_argument("--cache", type=Path, default=None, help="image cache directory")
     build.set_defaults(func=cmd_build)
+    cloud_image.add_verbs(verbs)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -564,11 +572,13 @@ def overlay(image: Image, directory: Path, name: str) -> Path:
     guest writes into it (and its reads of the key come through it): root's and QEMU's only."""
     if image.disk is None:
         raise BadInput(f"the {image.kind} image has no disk", hint="only debian has one")
+    if not image.disk.is_file():  # a disk file named by a suite, moved since the run began
+        raise BadInput(f"the image disk {image.disk} is gone", hint="check the guest's image:")
     gid = qemu_gid()
     private_dir(directory, gid)
     path = directory / f"{name}.qcow2"
     with private_umask():
-        proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+        proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image.disk_format, "-b",
                   str(image.disk), str(path)], timeout=60)
     private_mode(path, gid, writable=True)
     return path

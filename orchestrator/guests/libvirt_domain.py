@@ -25,7 +25,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from orchestrator.errors import HarnessError
+from orchestrator.errors import HarnessError, Unavailable
 from orchestrator.guests.spec import DomainSpec, file_tail, nic_args, qmp_return
 from orchestrator.settings import DEFAULT_LIBVIRT_URI, current
 from orchestrator.store import ledger
@@ -87,6 +87,9 @@ def _cpu(root: ET.Element, spec: DomainSpec) -> None:
 
 
 def _os(root: ET.Element, spec: DomainSpec) -> None:
+    if spec.firmware:
+        raise Unavailable("an image with its own boot loader boots with the qemu launcher only",
+                          hint="set `launcher: qemu` on the guest (auto picks it)")
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
     _sub(os_el, "kernel", str(spec.kernel))

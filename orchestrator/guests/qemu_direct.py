@@ -28,7 +28,14 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from orchestrator import proc
 from orchestrator.errors import HarnessError, Unavailable
-from orchestrator.guests.spec import DomainSpec, file_tail, nic_args, pick_free_port, qmp_return
+from orchestrator.guests.spec import (
+    DomainSpec,
+    boot_args,
+    file_tail,
+    nic_args,
+    pick_free_port,
+    qmp_return,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ def qemu_argv(spec: DomainSpec, *, qmp: Path | None = None,
         "qemu-system-x86_64", "-name", spec.name, "-machine", "q35", *accel,
         "-smp", str(spec.vcpus), "-m", str(spec.memory_mib),
         "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
-        "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,
+        *boot_args(spec),
         "-serial", f"file:{spec.console_log}",
         "-device", "i6300esb", "-watchdog-action", "poweroff",
         *nic_args(spec.ssh_port),
@@ -58,6 +65,8 @@ def qemu_argv(spec: DomainSpec, *, qmp: Path | None = None,
                  "-machine", "memory-backend=mem0"]
     if spec.disk is not None:
         argv += ["-drive", f"file={spec.disk},format=qcow2,if=virtio"]
+    if spec.seed is not None:  # after the disk: the firmware tries the disk first
+        argv += ["-drive", f"file={spec.seed},format=raw,if=virtio,readonly=on"]
     if qmp is not None:
         argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     if incoming is not None:

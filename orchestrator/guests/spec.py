@@ -34,6 +34,27 @@ class DomainSpec:
     console_log: Path
     disk: Path | None = None
     dirty_ring: int = 0  # KVM dirty-ring entries per vCPU; 0 = the dirty bitmap
+    # an image with its own boot loader: "uefi" (OVMF, with this guest's copy of its
+    # variables in firmware_vars) or "bios"; "" = direct kernel boot of kernel/initrd/cmdline
+    firmware: str = ""
+    firmware_vars: Path | None = None
+    seed: Path | None = None  # the cloud-init NoCloud volume (cloud_init.py), read-only
+
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")  # Debian's ovmf, 2 MiB, no Secure Boot
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")  # its variables' template
+
+
+def boot_args(spec: DomainSpec) -> list[str]:
+    """How QEMU starts the guest: its kernel directly, or the disk's own boot loader through
+    OVMF (UEFI) or QEMU's default SeaBIOS."""
+    if not spec.firmware:
+        return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline]
+    argv = []
+    if spec.firmware == "uefi":
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={spec.firmware_vars}"]
+    return argv
 
 
 def pick_free_port() -> int:

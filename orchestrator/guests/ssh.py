@@ -114,6 +114,18 @@ class GuestSession:
             raise CommandError(argv, status, out, err)
         return done
 
+    def put(self, files: dict[Path, str], *, mode: int = 0o755) -> None:
+        """Copies each local file to its guest path over SFTP (on this connection), with mode."""
+        try:
+            with self._client.open_sftp() as sftp:
+                for local, remote in files.items():
+                    sftp.put(str(local), remote)
+                    sftp.chmod(remote, mode)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HarnessError(f"copying files into the guest failed: {exc}",
+                               hint="does the guest's sshd offer SFTP (Subsystem sftp)?"
+                               ) from None
+
     def _exec(self, command: str, deadline_s: float) -> tuple[str, str, int]:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():

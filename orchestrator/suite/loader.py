@@ -146,7 +146,8 @@ def parse_suite(text: str, path: Path, *, meminfo: Path = MEMINFO,
     except ValidationError as exc:
         raise _refusal([*problems, *map(_problem, exc.errors())], tree, path) from None
     if not problems:
-        problems = [*_unknown_images(suite), *_too_big(suite, meminfo),
+        problems = [*_unknown_images(suite, path.parent, _imported(budget)),
+                    *_too_big(suite, meminfo),
                     *_over_budget(suite, budget)]
     if problems:
         raise _refusal(problems, tree, path)
@@ -407,11 +408,47 @@ def _hint(error: ErrorDetails, loc: str) -> str:
 # ---- what a valid suite would make: checked by arithmetic, before anything is built ----------
 
 
-def _unknown_images(suite: Suite) -> list[Problem]:
-    known = [kind.value for kind in ImageKind]
-    return [Problem(("guests", name, "image"), f"unknown image {guest.image[:40]!r}",
-                    f"images: {', '.join(known)}")
-            for name, guest in suite.guests.items() if guest.image not in known]
+# an image brought by the user: an imported one's name (in the command's image cache) or a
+# disk file's path
+DISK_SUFFIXES = (".qcow2", ".img", ".raw")
+
+
+def _imported(budget: Budget) -> list[str]:
+    """The names of the images imported into the command's image cache (a Settings has one:
+    `cloud/NAME/image.json`, guests/cloud_image.py); none for a caller without a cache."""
+    cache = getattr(budget, "image_cache", None)
+    if not isinstance(cache, Path):
+        return []
+    return sorted(p.parent.name for p in (cache / "cloud").glob("*/image.json"))
+
+
+def _unknown_images(suite: Suite, base: Path, imported: list[str]) -> list[Problem]:
+    problems = []
+    for name, guest in suite.guests.items():
+        problem = _image_problem(guest.image, base, imported)
+        if problem:
+            problems.append(Problem(("guests", name, "image"), *problem))
+    return problems
+
+
+def _image_problem(ref: str, base: Path, imported: list[str]) -> tuple[str, str] | None:
+    """(message, hint) when `image:` names neither a built image, an imported one, nor a
+    disk file that exists."""
+    known = [kind.value for kind in ImageKind] + imported
+    if ref in known:
+        return None
+    if "/" in ref or ref.endswith(DISK_SUFFIXES):
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not ref.endswith(DISK_SUFFIXES):
+            return f"image {ref[:60]!r} is not a .qcow2, .img or .raw file", \
+                "name a disk image file, or an imported image"
+        if not path.is_file():
+            return f"image file {str(path)[:80]!r} does not exist", \
+                "paths are relative to the suite's directory"
+        return None
+    return f"unknown image {ref[:40]!r}", \
+        f"images: {', '.join(known)}; or `orchestrate image import NAME FILE`, or a disk path"
 
 
 def _too_big(suite: Suite, meminfo: Path) -> list[Problem]:

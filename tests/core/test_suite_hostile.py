@@ -411,7 +411,7 @@ def test_every_known_image_is_accepted_and_an_unknown_one_lists_them(meminfo: Pa
         parse(BASE.replace("image: mini", f"image: {kind.value}"), meminfo)
     message = error_of(BASE.replace("image: mini", "image: minix"), meminfo)
     assert message.startswith("suite.yaml:4:18: guests.small.image: unknown image 'minix'")
-    assert message.endswith(f"(hint: images: {', '.join(k.value for k in ImageKind)})")
+    assert f"(hint: images: {', '.join(k.value for k in ImageKind)}" in message
 
 
 @pytest.mark.parametrize("event", ["kvm:kvm_exit\n", "-e", "--all", "kvm:-x", "kvm:kvm exit", ""])
