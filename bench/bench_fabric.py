@@ -43,7 +43,7 @@ def timed(call: Callable[[], object], n: int) -> float:
 
 
 def fabric_connection(port: int, key: Path, host_key: str) -> object:
-    from fabric import Connection  # type: ignore[import-untyped]
+    from fabric import Connection  # type: ignore[import-not-found, import-untyped, unused-ignore]  # optional
 
     conn = Connection("127.0.0.1", port=port, user="root",
                       connect_kwargs={"key_filename": str(key), "look_for_keys": False,
