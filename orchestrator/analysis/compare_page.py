@@ -54,7 +54,8 @@ def _ratio_figure(tested: pd.DataFrame, out_dir: Path) -> Path | None:
             value = rows["ratio"].to_numpy(float)[part]
             low = rows["ci_low"].fillna(rows["ratio"]).to_numpy(float)[part]
             high = rows["ci_high"].fillna(rows["ratio"]).to_numpy(float)[part]
-            ax.errorbar(value, y[part], xerr=[value - low, high - value], fmt="o", capsize=2,
+            ax.errorbar(value, y[part], xerr=np.vstack([value - low, high - value]), fmt="o",
+                        capsize=2,
                         color=colour, label=verdict)
     ax.set_yticks(y, [f"{r.workload} {r.params} {r.metric} ({r.paging_mode})"
                       for r in rows.itertuples()], fontsize=7)

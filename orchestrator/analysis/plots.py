@@ -217,7 +217,7 @@ def ratio_plot(ratios: pd.DataFrame, params: list[str], out_dir: Path,
         values = data.loc[part, "value"].to_numpy(float)
         low = data.loc[part, "ci_low"].fillna(data.loc[part, "value"]).to_numpy(float)
         high = data.loc[part, "ci_high"].fillna(data.loc[part, "value"]).to_numpy(float)
-        ax.errorbar(values, y, xerr=[values - low, high - values], fmt="o", capsize=2,
+        ax.errorbar(values, y, xerr=np.vstack([values - low, high - values]), fmt="o", capsize=2,
                     label=name)
     ax.set_yticks(np.arange(len(labels)), labels, fontsize=7)
     ax.axvline(1, color="black", linewidth=0.8)
