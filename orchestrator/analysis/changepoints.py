@@ -242,3 +242,10 @@ def platform_changes(values: pd.DataFrame) -> list[PlatformChange]:
         changes += [PlatformChange(str(host), ids[i - 1], ids[i], kinds[i - 1], kinds[i])
                     for i in range(1, len(ids)) if kinds[i] != kinds[i - 1]]
     return changes[::-1]
+
+
+def add_threshold_option(cmd: Any) -> None:
+    """`--threshold`, as every verb that finds change points takes it."""
+    cmd.add_argument("--threshold", type=float, default=MIN_MAGNITUDE,
+                     help="smallest relative change a change point may have "
+                          f"(default {MIN_MAGNITUDE})")

@@ -103,9 +103,7 @@ def add_parser(sub: Any) -> None:
     cmd.add_argument("suite", help="the suite name")
     cmd.add_argument("--results-dir", type=Path, default=None)
     cmd.add_argument("--metric", default=None, help="only this metric (e.g. fork_us)")
-    cmd.add_argument("--threshold", type=float, default=changepoints.MIN_MAGNITUDE,
-                     help="smallest relative change a change point may have "
-                          f"(default {changepoints.MIN_MAGNITUDE})")
+    changepoints.add_threshold_option(cmd)
     cmd.add_argument("--plot", type=Path, default=None,
                      help="write the trend of every cell (change points as ranges) as a PNG")
     cmd.add_argument("--json", action="store_true",

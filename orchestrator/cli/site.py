@@ -18,9 +18,7 @@ def add_parser(sub: Any) -> None:
                      help="the results root: <host>/<run_id> (collect.yml) or one host's runs "
                           "(default: the results directory)")
     cmd.add_argument("--out", type=Path, required=True, help="the site's directory")
-    cmd.add_argument("--threshold", type=float, default=changepoints.MIN_MAGNITUDE,
-                     help="smallest relative change a change point may have "
-                          f"(default {changepoints.MIN_MAGNITUDE})")
+    changepoints.add_threshold_option(cmd)
     cmd.add_argument("--jobs", type=int, default=None,
                      help="processes reading runs on a first build (default: the CPUs)")
     cmd.add_argument("--no-compare", action="store_true",

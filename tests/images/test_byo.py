@@ -149,23 +149,29 @@ def efi_disk(tmp: Path, kernel: Path, initrd: Path, out: Path) -> None:
     loader = tmp / "BOOTX64.EFI"
     subprocess.run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(loader),
                     f"boot/grub/grub.cfg={cfg}"], check=True, timeout=300)
+    esp_disk(tmp, {"EFI/BOOT/BOOTX64.EFI": loader, "vmlinuz": kernel, "initrd.img": initrd},
+             out, esp_mib=62)
+
+
+def esp_disk(tmp: Path, files: dict[str, Path], out: Path, *, esp_mib: int) -> None:
+    """A GPT disk whose one partition is an EFI system partition holding these files (made
+    with mkfs.vfat and mtools, no mounts), 2 MiB larger than the partition."""
     esp = tmp / "esp.img"
-    subprocess.run(["mkfs.vfat", "-n", "ESP", "-C", str(esp), str(62 * 1024)], check=True,
+    subprocess.run(["mkfs.vfat", "-n", "ESP", "-C", str(esp), str(esp_mib * 1024)], check=True,
                    timeout=60, capture_output=True)
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    for argv in (["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"],
-                 ["mcopy", "-i", str(esp), str(loader), "::/EFI/BOOT/BOOTX64.EFI"],
-                 ["mcopy", "-i", str(esp), str(kernel), "::/vmlinuz"],
-                 ["mcopy", "-i", str(esp), str(initrd), "::/initrd.img"]):
-        subprocess.run(argv, check=True, timeout=120, env=env)
+    subprocess.run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"], check=True, env=env,
+                   timeout=60)
+    for name, source in files.items():
+        subprocess.run(["mcopy", "-i", str(esp), str(source), f"::/{name}"], check=True,
+                       env=env, timeout=120)
     with out.open("wb") as disk:
-        disk.truncate(64 << 20)
+        disk.truncate((esp_mib + 2) << 20)
     subprocess.run(["sfdisk", "-q", str(out)], text=True, check=True, timeout=60,
-                   input="label: gpt\nstart=1MiB, size=62MiB, "
+                   input=f"label: gpt\nstart=1MiB, size={esp_mib}MiB, "
                          "type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n")
     subprocess.run(["dd", f"if={esp}", f"of={out}", "bs=1M", "seek=1", "conv=notrunc",
                     "status=none"], check=True, timeout=120)
-
 
 def test_image_without_cloud_init_is_said_so(tmp_path: Path) -> None:
     """The mini image's kernel and initramfs behind GRUB on a UEFI disk: it boots and its
@@ -189,24 +195,10 @@ def test_image_without_cloud_init_is_said_so(tmp_path: Path) -> None:
 
 def test_an_image_for_another_architecture_is_refused(tmp_path: Path) -> None:
     """An ESP whose fallback loader is arm64's (BOOTAA64.EFI): refused at import."""
-    esp = tmp_path / "esp.img"
-    subprocess.run(["mkfs.vfat", "-n", "ESP", "-C", str(esp), str(30 * 1024)], check=True,
-                   timeout=60, capture_output=True)
     loader = tmp_path / "BOOTAA64.EFI"
     loader.write_bytes(b"MZ" + bytes(510))
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    subprocess.run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"], check=True, env=env,
-                   timeout=60)
-    subprocess.run(["mcopy", "-i", str(esp), str(loader), "::/EFI/BOOT/BOOTAA64.EFI"],
-                   check=True, env=env, timeout=60)
     disk = tmp_path / "arm64.img"
-    with disk.open("wb") as out:
-        out.truncate(32 << 20)
-    subprocess.run(["sfdisk", "-q", str(disk)], text=True, check=True, timeout=60,
-                   input="label: gpt\nstart=1MiB, size=30MiB, "
-                         "type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n")
-    subprocess.run(["dd", f"if={esp}", f"of={disk}", "bs=1M", "seek=1", "conv=notrunc",
-                    "status=none"], check=True, timeout=120)
+    esp_disk(tmp_path, {"EFI/BOOT/BOOTAA64.EFI": loader}, disk, esp_mib=30)
     done = orchestrate("image", "import", "arm", str(disk), cache=tmp_path / "cache")
     assert done.returncode == 2 and "for aarch64, not x86_64" in done.stderr, done.stderr
     assert not (tmp_path / "cache/cloud/arm").exists()
