@@ -10,7 +10,8 @@ notebook, a test) gets `current()`, the settings the environment gives at that m
     ORCH_RESULTS         results        ./results (made absolute where a verb uses it)
     ORCH_LIBVIRT_URI     libvirt_uri    qemu:///system
     ORCH_GUEST_LAUNCHER  guest_launcher libvirt (or qemu: guests as plain QEMU processes)
-    ORCH_IMAGE_CACHE     image_cache    images/cache in the checkout (made absolute)
+    ORCH_IMAGE_CACHE     image_cache    /var/cache/orchestrator/images as root, else
+                                        $XDG_CACHE_HOME (~/.cache)/orchestrator/images
     ORCH_WORKLOADS_BIN   workloads_bin  guest-workloads/bin in the checkout
     ORCH_LOCK_DIR        lock_dir       /run/lock/orchestrator
     ORCH_LOCK            run_lock       $ORCH_LOCK_DIR/run.lock
@@ -34,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import BadInput
-from orchestrator.paths import PROJECT_ROOT, workloads_bin_dir
+from orchestrator.paths import workloads_bin_dir
 
 RESULTS_ENV = "ORCH_RESULTS"
+SYSTEM_IMAGE_CACHE = Path("/var/cache/orchestrator/images")
 LIBVIRT_URI_ENV, DEFAULT_LIBVIRT_URI = "ORCH_LIBVIRT_URI", "qemu:///system"
 LAUNCHER_ENV, LAUNCHERS = "ORCH_GUEST_LAUNCHER", ("libvirt", "qemu")
 IMAGE_CACHE_ENV = "ORCH_IMAGE_CACHE"
@@ -67,7 +69,7 @@ class Settings:
     crash_dir: Path  # where an internal error's traceback file goes
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str], euid: int | None = None) -> Settings:
         """Every setting from these variables (unset ones take their defaults); BadInput for
         a value that cannot be right. Each keeps the meaning it always had: an empty
         ORCH_LOCK_DIR, ORCH_LOCK, ORCH_NIGHTLY_LOCK, ORCH_STATE_DIR, ORCH_WORKLOADS_BIN or budget
@@ -78,8 +80,8 @@ class Settings:
             results=Path(environ.get(RESULTS_ENV, "results")),
             libvirt_uri=environ.get(LIBVIRT_URI_ENV, DEFAULT_LIBVIRT_URI),
             guest_launcher=_launcher(environ.get(LAUNCHER_ENV, LAUNCHERS[0])),
-            image_cache=Path(environ.get(IMAGE_CACHE_ENV, PROJECT_ROOT / "images" / "cache")
-                             ).resolve(),
+            image_cache=Path(environ.get(IMAGE_CACHE_ENV) or default_image_cache(
+                environ, os.geteuid() if euid is None else euid)).resolve(),
             workloads_bin=Path(bins).resolve() if bins else workloads_bin_dir(),
             lock_dir=lock_dir,
             run_lock=Path(environ.get(RUN_LOCK_ENV) or lock_dir / RUN_LOCK_NAME),
@@ -89,6 +91,18 @@ class Settings:
             max_trials=_budget(environ, TRIALS_ENV, DEFAULT_MAX_TRIALS),
             crash_dir=Path(environ.get(CRASH_DIR_ENV, tempfile.gettempdir())),
         )
+
+
+def default_image_cache(environ: Mapping[str, str], euid: int) -> Path:
+    """Where images live unless ORCH_IMAGE_CACHE says: the system's cache as root, the user's
+    XDG cache otherwise (as mkosi and systemd tools do), never the checkout, so every checkout
+    of a host shares the images (each keyed by the hash of its recipe) and a `git clean` or a
+    fresh clone does not rebuild them."""
+    if euid == 0:
+        return SYSTEM_IMAGE_CACHE
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg.startswith("/") else Path(environ.get("HOME") or Path.home()) / ".cache"
+    return base / "orchestrator" / "images"
 
 
 def current() -> Settings:

@@ -4,6 +4,7 @@ accelerator label of KVM rows is an option of `orchestrate run`, not an environm
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def test_defaults() -> None:
     s = Settings.from_environ({})
     assert s.results == Path("results") and s.libvirt_uri == "qemu:///system"
     assert s.guest_launcher == "libvirt"
-    assert s.image_cache == (PROJECT_ROOT / "images" / "cache").resolve()
+    assert s.image_cache == (Path("/var/cache/orchestrator/images") if os.geteuid() == 0
+                             else Path.home() / ".cache/orchestrator/images").resolve()
     assert s.workloads_bin == PROJECT_ROOT / "guest-workloads" / "bin"
     assert (s.lock_dir, s.run_lock, s.nightly_lock) == (
         Path("/run/lock/orchestrator"), Path("/run/lock/orchestrator/run.lock"),
@@ -165,3 +167,19 @@ def test_the_backend_is_handed_every_setting_it_uses(tmp_path: Path) -> None:
                                settings=settings)
     assert (backend.uri, backend.launcher) == ("test:///default", "qemu")
     assert (backend.image_cache, backend.bin_dir) == (tmp_path / "i", tmp_path / "b")
+
+
+def test_the_image_cache_is_the_systems_as_root_and_the_users_xdg_cache_otherwise(
+        tmp_path: Path) -> None:
+    """Never the checkout: a fresh clone or `git clean` keeps the images (keyed by recipe)."""
+    assert Settings.from_environ({}, euid=0).image_cache == Path("/var/cache/orchestrator/images")
+    user = {"HOME": str(tmp_path / "home")}
+    assert Settings.from_environ(user, euid=1000).image_cache == (
+        tmp_path / "home/.cache/orchestrator/images")
+    xdg = {**user, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert Settings.from_environ(xdg, euid=1000).image_cache == tmp_path / "xdg/orchestrator/images"
+    relative = {**user, "XDG_CACHE_HOME": "not/absolute"}  # the XDG spec: ignore it
+    assert Settings.from_environ(relative, euid=1000).image_cache == (
+        tmp_path / "home/.cache/orchestrator/images")
+    chosen = {**xdg, "ORCH_IMAGE_CACHE": str(tmp_path / "mine")}
+    assert Settings.from_environ(chosen, euid=0).image_cache == tmp_path / "mine"
