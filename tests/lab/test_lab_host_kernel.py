@@ -1,8 +1,8 @@
 """`orchestrate lab run --host-kernel`: the lab host (L1, whose KVM runs the guests: the kernel
 a KVM patch changes) booted on another kernel than the installed one, for a baseline beside a
 candidate. The real thing: L1 on another Debian kernel release than the installed one (a real
-package from apt), a fork-dirty suite under its real KVM with npt=1, every
-row saying L1's own kernel, and `compare` naming the difference `host-kernel`."""
+package from apt), a [tdp, shadow] fork-dirty suite under its own kvm_amd (npt=1, then
+npt=0), every row saying L1's own kernel, and `compare` naming the difference `host-kernel`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e, pytest
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = """\
 name: lab-host-kernel
-paging: [tdp]
+paging: [tdp, shadow]
 guests:
   small: {image: mini, vcpus: 1, memory: 1GiB}
 workloads:
@@ -64,7 +64,9 @@ def test_the_lab_host_boots_the_chosen_kernel_and_every_row_says_so(
     assert l1_kernel["source"] == f"package linux-image-{other}"
     assert len(l1_kernel["kernel_id"]) == 12
     assert run.manifest["host"]["kernel_release"] == other  # what L1 itself said (uname -r)
+    # its own kvm_amd, reloaded with npt=0 for shadow and npt=1 again at the end
     assert run.manifest["lab"]["npt_after"] == "Y"
+    assert {s["npt"] for s in run.manifest["lab"]["npt_samples"]} >= {"Y", "N"}
     ok = run.trials[run.trials["outcome"] == "ok"]
-    assert len(ok.drop_duplicates(["cell_id", "trial"])) == 2
-    assert set(ok["paging_mode"]) == {"tdp"} and set(ok["accel"]) == {"nested-tcg"}
+    assert len(ok.drop_duplicates(["cell_id", "trial"])) == 4
+    assert set(ok["paging_mode"]) == {"tdp", "shadow"} and set(ok["accel"]) == {"nested-tcg"}
