@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator import proc
 from orchestrator.errors import BadInput
+from orchestrator.guests.debian_kernel import debian_around
 from orchestrator.guests.images import (
     MODULES,
     BootKernel,
@@ -45,11 +46,13 @@ VERSION_PTR_AT = 0x20E  # setup header: offset (from 0x200) of the version strin
 REQUIRED = ("virtio_pci", "virtio_net", "virtio_blk")
 CONFIG_OPTIONS = {"virtio_pci": "CONFIG_VIRTIO_PCI", "virtio_net": "CONFIG_VIRTIO_NET",
                   "virtio_blk": "CONFIG_VIRTIO_BLK"}
+# what a debian guest's initramfs loads from a chosen kernel (guests/debian_kernel.py)
+DEBIAN_GUEST_MODULES = ("crc32c_generic", "ext4")
 # what the nested lab host (L1) loads from a host kernel chosen for it: its shares' and NIC's
 # drivers, and KVM (reloaded with npt=1 / npt=0, so a module, never built in)
 LAB_HOST_MODULES = ("virtio_pci", "virtio_net", "9pnet_virtio", "9p", "kvm_amd")
-KEPT = [*MODULES, *(m for m in LAB_HOST_MODULES if m not in MODULES)]
-DEB_LAYOUT = "kernels-deb-v3"  # v3: a mini image's modules and the lab host's are kept
+KEPT = list(dict.fromkeys([*MODULES, *DEBIAN_GUEST_MODULES, *LAB_HOST_MODULES]))
+DEB_LAYOUT = "kernels-deb-v5"  # v4: a mini image's, a debian guest's and the lab host's
 
 
 @dataclass(frozen=True)
@@ -302,14 +305,16 @@ class Prepared:
 
 
 def prepare(spec: str | BuiltKernel, *, base_dir: Path, cache_root: Path,
-            bin_dir: Path | None = None) -> Prepared:
-    """The kernel resolved and verified, and its mini image (built once, then cached by the
-    hash of everything in it)."""
+            bin_dir: Path | None = None, image_kind: str = "mini") -> Prepared:
+    """The kernel resolved and verified, and its image: a mini image around it, or the debian
+    image's disk booting it (built once, then cached by the hash of everything in it)."""
     kernel = resolve(spec, base_dir=base_dir, cache_root=cache_root)
-    log.info("guest kernel %s (%s, id %s): assembling its mini image", kernel.release,
-             kernel.source, kernel.kernel_id)
+    log.info("guest kernel %s (%s, id %s): assembling its %s image", kernel.release,
+             kernel.source, kernel.kernel_id, image_kind)
     boot = BootKernel(kernel.release, kernel.image, kernel.modules_base, kernel.kernel_id,
                       kernel.builtin)
+    if image_kind == "debian":
+        return Prepared(kernel, debian_around(boot, cache_root))
     return Prepared(kernel, build_mini(cache_root, bin_dir, boot=boot))
 
 

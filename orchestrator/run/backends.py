@@ -181,7 +181,8 @@ class LabHostBackend:
             return load_image(chosen.config.image, self.image_cache)
         if name not in self.kernels:
             self.kernels[name] = prepare(chosen.kernel, base_dir=self.loaded.path.parent,
-                                         cache_root=self._cache(), bin_dir=self.bin_dir)
+                                         cache_root=self._cache(), bin_dir=self.bin_dir,
+                                         image_kind=str(chosen.config.image))
             record_kernels(self.run_dir, self.loaded, {name: self.kernels[name]})
         return self.kernels[name].image
 
@@ -255,10 +256,11 @@ def prepare_kernels(loaded: LoadedSuite, settings: Settings) -> dict[str, Prepar
     for name, chosen in run_guests(loaded.suite).items():
         if chosen.kernel == IMAGE_KERNEL:
             continue
-        key = repr(spec_json(chosen.kernel))
+        key = repr((spec_json(chosen.kernel), str(chosen.config.image)))
         if key not in made:
             made[key] = prepare(chosen.kernel, base_dir=loaded.path.parent.resolve(),
-                                cache_root=settings.image_cache, bin_dir=settings.workloads_bin)
+                                cache_root=settings.image_cache, bin_dir=settings.workloads_bin,
+                                image_kind=str(chosen.config.image))
         prepared[name] = made[key]
     return prepared
 

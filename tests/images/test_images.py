@@ -16,6 +16,7 @@ from orchestrator.errors import BadInput
 from orchestrator.guests.images import build_debian, build_mini, load_image
 from orchestrator.store import reader
 from tests.guests.conftest import project_domains
+from tests.guests.test_kernel_sweep import GENERIC
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,3 +128,25 @@ def test_debian_image_builds_and_boots(workloads: Path, tmp_path: Path) -> None:
     assert image.disk.stat().st_mtime_ns == base_stamp  # the run wrote to an overlay only
     assert not list((image.directory.parent / "overlays").glob("*.qcow2"))
     assert not [d for d in project_domains("qemu:///system") if "-deb-" in d]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.needs_root
+def test_a_debian_guest_boots_the_kernel_its_suite_chose(workloads: Path, tmp_path: Path) -> None:
+    """The debian image's disk (an overlay of it) on another Debian kernel than its own, through
+    an initramfs made for that kernel: the rows say the chosen kernel's `uname -r`."""
+    image = build_debian(None, workloads)
+    base_stamp = image.disk.stat().st_mtime_ns if image.disk else 0
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.replace("cmdline: \"pti=off\"}",
+                                   f"launcher: qemu, kernel: linux-image-{GENERIC}}}"))
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(suite),
+                           "--results-dir", str(tmp_path / "r")], capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr
+    run = reader.load(tmp_path / "r" / "latest")
+    assert set(run.trials["outcome"]) == {"ok"}
+    assert set(run.trials["guest_kernel"]) == {GENERIC}
+    assert run.manifest["kernels"]["deb"]["release"] == GENERIC
+    assert image.disk is not None and image.disk.stat().st_mtime_ns == base_stamp
