@@ -96,8 +96,8 @@ class Settings:
 def default_image_cache(environ: Mapping[str, str], euid: int) -> Path:
     """Where images live unless ORCH_IMAGE_CACHE says: the system's cache as root, the user's
     XDG cache otherwise (as mkosi and systemd tools do), never the checkout, so every checkout
-    of a host shares the images (each keyed by the hash of its recipe) and a `git clean` or a
-    fresh clone does not rebuild them."""
+    of a host shares one cache (each image keyed by the hash of its recipe), and a `git clean`
+    keeps downloaded kernels and imported images."""
     if euid == 0:
         return SYSTEM_IMAGE_CACHE
     xdg = environ.get("XDG_CACHE_HOME", "")
