@@ -2,8 +2,10 @@
 (one loopback TCP round trip + spawning `noop`), as ratios within one run. Figures printed, no
 thresholds. Goals: < 5 ms median against a loopback sshd, within 2x of the floor.
 
-Each row also runs the way ssh.py worked before the issue (a channel per command on a socket
-without TCP_NODELAY), so before and after come from the same machine, minute and server.
+Each row runs the empty trial three ways on the same machine, minute and server: through the
+guest's orch-runner (what a run uses now), through the shell-loop runner with the guest's
+`timeout` per command (what a guest without the helper gets), and the way ssh.py worked before
+the issue (a channel per command on a socket without TCP_NODELAY).
 Servers: OpenSSH's sshd and dropbear on 127.0.0.1 (bench/loopback_sshd.py); with --mini a
 `mini` guest (dropbear, TCG) booted as plain QEMU and destroyed after; with --image DIR any
 built image (e.g. a `debian` one, OpenSSH) the same way.
@@ -31,11 +33,11 @@ from orchestrator.guests import ssh
 from orchestrator.guests.guest import BASE_CMDLINE, booted_guest
 from orchestrator.guests.images import GUEST_BIN, Image, build_mini, load_from, overlay
 from orchestrator.guests.libvirt_domain import DEFAULT_URI
+from orchestrator.guests.runner import HELPER
 from orchestrator.guests.spec import DomainSpec, pick_free_port
 from orchestrator.settings import current
 
-Row = tuple[str, list[float], list[float], dict[str, float]]  # name, now, before, parts (ms)
-PARTS = {"ssh": ":", "spawn": "{noop}", "kill wrapper": "timeout -s KILL 30 {noop}"}
+Row = tuple[str, list[float], list[float], list[float]]  # name; orch-runner, shell, before (ms)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -104,22 +106,16 @@ def old_way(port: int, key: Path, host_key: str, argv: list[str], n: int) -> lis
         client.close()
 
 
-def now_way(port: int, key: Path, host_key: str, argv: list[str],
-            n: int) -> tuple[list[float], dict[str, float]]:
-    """GuestSession.run(argv) n times, and the medians of its parts through the runner: the
-    SSH round trip alone (a shell builtin), + spawning the program, + the guest-side kill."""
+def now_way(port: int, key: Path, host_key: str, argv: list[str], n: int,
+            helper: str | None) -> list[float]:
+    """GuestSession.run(argv) n times, through orch-runner at `helper` (None: the shell loop)."""
     with ssh.GuestSession("127.0.0.1", port, user="root", key=key, host_key=host_key,
                           connect_timeout=30) as session:
-        session.run(argv, timeout=30)  # the runner starts on first use: not a trial's cost
-        samples = timed(lambda: session.run(argv, timeout=30), n)
-        runner = session._runner
-        assert runner is not None
-        parts = {}
-        for name, line in PARTS.items():
-            command = line.format(noop=argv[0])
-            parts[name] = median_ms(timed(
-                lambda c=command: runner.call(c, time.monotonic() + 30), n))  # type: ignore[misc]
-        return samples, parts
+        if helper:
+            session.use_helper(helper)
+        # the runner starts on first use: not a trial's cost
+        assert session.runner_kind() == ("orch-runner" if helper else "sh")
+        return timed(lambda: session.run(argv, timeout=30), n)
 
 
 def loopback_rows(n: int) -> list[Row]:
@@ -133,8 +129,9 @@ def loopback_rows(n: int) -> list[Row]:
         with tempfile.TemporaryDirectory() as tmp, loopback_sshd(Path(tmp), server) as running:
             args = (running.port, running.client_key, running.host_key, [noop])
             shell = "" if running.clean_shell else ", root's own login shell"
-            now, parts = now_way(*args, n)
-            rows.append((f"loopback {server}{shell}", now, old_way(*args, n), parts))
+            helper = str(current().workloads_bin / HELPER)
+            rows.append((f"loopback {server}{shell}", now_way(*args, n, helper),
+                         now_way(*args, n, None), old_way(*args, n)))
     return rows
 
 
@@ -154,19 +151,18 @@ def guest_row(image: Image, n: int) -> Row:
                           boot_timeout=600, launcher="qemu") as (_, session):
             session.close()  # the two ways below open their own connections
             args = (spec.ssh_port, key, image.host_key_pub, [f"{GUEST_BIN}/noop"])
-            now, parts = now_way(*args, n)
-            return f"{image.kind} guest (TCG)", now, old_way(*args, n), parts
+            return (f"{image.kind} guest (TCG)", now_way(*args, n, f"{GUEST_BIN}/{HELPER}"),
+                    now_way(*args, n, None), old_way(*args, n))
 
 
 def report(rows: list[Row], floor_ms: float) -> None:
-    print(f"{'':34} {'median':>8} {'p90':>8} {'/floor':>7}   {'before':>8} {'/floor':>7}   "
-          "parts: ssh, +spawn noop, +kill wrapper")
-    for name, now, before, parts in rows:
+    print(f"{'':34} {'orch-runner':>11} {'p90':>8} {'/floor':>7}   {'shell loop':>10} "
+          f"{'/floor':>7}   {'before #21':>10} {'/floor':>7}")
+    for name, now, shell, before in rows:
         p90 = sorted(now)[int(len(now) * 0.9)]
-        b = median_ms(before)
-        said = ", ".join(f"{parts[p]:.2f}" for p in PARTS)
-        print(f"{name:34} {median_ms(now):7.2f}ms {p90:7.2f}ms {median_ms(now) / floor_ms:6.1f}x"
-              f"   {b:7.2f}ms {b / floor_ms:6.1f}x   {said} ms")
+        m, sh, b = median_ms(now), median_ms(shell), median_ms(before)
+        print(f"{name:34} {m:9.2f}ms {p90:6.2f}ms {m / floor_ms:6.1f}x   {sh:8.2f}ms "
+              f"{sh / floor_ms:6.1f}x   {b:8.2f}ms {b / floor_ms:6.1f}x")
 
 
 def main() -> None:
@@ -186,9 +182,10 @@ def main() -> None:
     for image in images:
         rows.append(guest_row(image, max(20, args.trials // 4)))
     report(rows, floor_ms)
-    print("now: GuestSession.run([noop]) (runner channel, TCP_NODELAY); before: a channel per "
-          "command without TCP_NODELAY (ssh.py before #21). Guests' ratios are to the host's "
-          "floor (a TCG guest's own fork+exec is far slower).")
+    print("medians of GuestSession.run([noop]): through orch-runner (the command killed at its "
+          "deadline by the runner itself); through the shell loop (`timeout -s KILL` per "
+          "command); before #21: a channel per command without TCP_NODELAY. Guests' ratios "
+          "are to the host's floor (a TCG guest's own fork+exec is far slower).")
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ def guest_facts(session: GuestSession) -> dict[str, Any]:
     facts["pti"] = next((w.split("=", 1)[1] for w in cmdline.split() if w.startswith("pti=")),
                         "default")
     facts["empty_trial_s"] = empty_trial_s(session)
+    facts["runner"] = session.runner_kind()  # what carried the trials (and the empty ones)
     return facts
 
 

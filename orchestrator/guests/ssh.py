@@ -1,8 +1,9 @@
 """SSH into guests: pinned host keys, a per-run client key, argv in, proc.py's contract out.
 
 The host key is the one recorded when the image was built; anything else is refused (no
-AutoAddPolicy). Each command runs under the guest's `timeout -s KILL`, and the client has its
-own deadline too, so neither a hung workload nor a dead guest can hang the run.
+AutoAddPolicy). Each command is killed in the guest at its timeout (by orch-runner, or the
+guest's `timeout -s KILL`), and the client has its own deadline too, so neither a hung workload
+nor a dead guest can hang the run.
 
 Per-command cost (issue #21): commands go through one long-lived runner channel (runner.py)
 instead of a session each, and the socket has TCP_NODELAY from before the handshake. Without
@@ -28,7 +29,7 @@ import paramiko
 
 from orchestrator import proc
 from orchestrator.errors import HarnessError
-from orchestrator.guests.runner import Runner
+from orchestrator.guests.runner import ARGV, Runner, timeout_command
 from orchestrator.proc import CommandError, Completed
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class GuestSession:
                  connect_timeout: float) -> None:
         self.host, self.port = host, port
         self._runner: Runner | None = None
+        self._helper: str | None = None
         self._runner_lock = threading.Lock()
         self._client = paramiko.SSHClient()
         self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -91,11 +93,10 @@ class GuestSession:
 
     def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> Completed:
         argv = [str(a) for a in argv]
-        command = shlex.join(["timeout", "-s", "KILL", str(max(1, round(timeout))), *argv])
-        log.debug("+ ssh %s:%d %s", self.host, self.port, command)
+        log.debug("+ ssh %s:%d %s", self.host, self.port, shlex.join(argv))
         start = time.monotonic()
         try:
-            out, err, status = self._exec(command, timeout + GRACE_S)
+            out, err, status = self._exec(argv, timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionLost(argv, None, reason=f"lost the guest ({exc})",
                                hint="see the guest console log in the run's logs/") from None
@@ -126,26 +127,43 @@ class GuestSession:
                                hint="does the guest's sshd offer SFTP (Subsystem sftp)?"
                                ) from None
 
-    def _exec(self, command: str, deadline_s: float) -> tuple[str, str, int]:
+    def use_helper(self, path: str) -> None:
+        """From the next runner on, commands go through the guest's orch-runner at `path` (a
+        runner that cannot start it falls back to the shell loop)."""
+        with self._runner_lock:
+            self._helper = path
+            self._drop_runner()
+
+    def runner_kind(self) -> str:
+        """What carries this session's commands: "orch-runner", or "sh" (the shell loop and the
+        guest's `timeout`); starts the runner if no command has yet."""
+        with self._runner_lock:
+            transport = self._client.get_transport()
+            if self._runner is None and transport is not None:
+                self._runner = Runner(transport, GRACE_S, self._helper)
+            return "orch-runner" if self._runner and self._runner.protocol == ARGV else "sh"
+
+    def _exec(self, argv: Sequence[str], timeout: float) -> tuple[str, str, int]:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise paramiko.SSHException("the connection is closed")
-        if not self._runner_lock.acquire(blocking=False):
-            return _exec_channel(transport, command, deadline_s)  # the runner is busy
+        if not self._runner_lock.acquire(blocking=False):  # the runner is busy
+            return _exec_channel(transport, timeout_command(argv, timeout), timeout + GRACE_S)
         try:
-            return self._through_runner(transport, command, deadline_s)
+            return self._through_runner(transport, argv, timeout)
         finally:
             self._runner_lock.release()
 
-    def _through_runner(self, transport: paramiko.Transport, command: str,
-                        deadline_s: float) -> tuple[str, str, int]:
+    def _through_runner(self, transport: paramiko.Transport, argv: Sequence[str],
+                        timeout: float) -> tuple[str, str, int]:
         """One command through the runner, started on first use. A runner that timed out or
         ended is dropped (the next command starts a fresh one); a runner that ended under a
         live connection was killed with its command (e.g. by a `kill 0`): a signal death."""
+        deadline_s = timeout + GRACE_S
         if self._runner is None:
-            self._runner = Runner(transport, deadline_s)
+            self._runner = Runner(transport, deadline_s, self._helper)
         try:
-            out, err, status = self._runner.call(command, time.monotonic() + deadline_s)
+            out, err, status = self._runner.call(argv, timeout, time.monotonic() + deadline_s)
         except EOFError:
             self._drop_runner()
             if not transport.is_active():

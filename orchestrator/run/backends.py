@@ -29,6 +29,7 @@ from orchestrator.guests.guest import (
 from orchestrator.guests.images import GUEST_BIN, Image, load_image, overlay
 from orchestrator.guests.kernels import Prepared, digest, prepare
 from orchestrator.guests.libvirt_domain import default_uri
+from orchestrator.guests.runner import HELPER
 from orchestrator.guests.ship import ship_workloads
 from orchestrator.guests.spec import DomainSpec
 from orchestrator.guests.ssh import GuestSession, new_run_key, wait_for_ssh
@@ -134,6 +135,7 @@ class LabHostBackend:
                 raise cloud_boot.diagnose(exc, spec.console_log) from None
             boot_s = round(time.monotonic() - started, 2)
             bin_dir, shipped = self._ship(image, session, boot)
+            session.use_helper(f"{bin_dir}/{HELPER}")
             facts = {**guest_facts(session), "image": image.to_dict(), "accel": state.accel,
                      "paging_mode": state.verified, "domain": spec.name, "launcher": launcher,
                      "dirty_ring": spec.dirty_ring, "boot_to_ssh_s": boot_s,
@@ -141,9 +143,11 @@ class LabHostBackend:
             self._record_guest(f"{state.verified}/{name}", facts)
 
             def connect(port: int) -> GuestSession:
-                return wait_for_ssh("127.0.0.1", port, user=image.login_user, key=key,
-                                    host_key=image.host_key_pub, deadline_s=boot,
-                                    alive=domain.is_alive, console=domain.console_tail)
+                again = wait_for_ssh("127.0.0.1", port, user=image.login_user, key=key,
+                                     host_key=image.host_key_pub, deadline_s=boot,
+                                     alive=domain.is_alive, console=domain.console_tail)
+                again.use_helper(f"{bin_dir}/{HELPER}")
+                return again
 
             target = GuestTarget(name, state.verified, state.accel, session, domain,
                                  info=facts, connect=connect, bin_dir=bin_dir)

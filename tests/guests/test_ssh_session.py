@@ -1,6 +1,7 @@
 """GuestSession against real SSH servers on 127.0.0.1 (OpenSSH's sshd, and dropbear, the
-`mini` guest's server): what a trial gets back is what the command did, through the runner
-channel (orchestrator/guests/runner.py) as through a channel per command before it."""
+`mini` guest's server): what a trial gets back is what the command did, through either runner
+(orchestrator/guests/runner.py: the built orch-runner helper, and the shell loop with the
+guest's `timeout` where a guest has no helper) as through a channel per command before them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 
 from bench.loopback_sshd import SERVERS, Server, available, loopback_sshd
 from orchestrator.errors import HarnessError
+from orchestrator import paths
 from orchestrator.guests.guest import empty_trial_s
+from orchestrator.guests.runner import HELPER
 from orchestrator.guests.ssh import GuestSession
 from orchestrator.proc import CommandError
 
@@ -34,10 +37,28 @@ def connect(server: Server, host_key: str | None = None) -> GuestSession:
                         host_key=host_key or server.host_key, connect_timeout=10)
 
 
-@pytest.fixture()
-def session(server: Server) -> Iterator[GuestSession]:
+HELPER_PATH = str(paths.workloads_bin_dir() / HELPER)  # the host is the "guest" here
+
+
+@pytest.fixture(params=["orch-runner", "sh"])
+def session(server: Server, request: pytest.FixtureRequest) -> Iterator[GuestSession]:
     with connect(server) as opened:
+        if request.param == "orch-runner":
+            opened.use_helper(HELPER_PATH)
+        assert opened.runner_kind() == request.param
         yield opened
+
+
+def test_a_helper_that_does_not_run_there_leaves_the_shell_loop(server: Server,
+                                                                tmp_path: Path) -> None:
+    broken = tmp_path / HELPER
+    broken.write_text("#!/bin/sh\nexit 1\n")  # as a binary of another architecture would
+    broken.chmod(0o755)
+    for path in (str(broken), "/nonexistent/orch-runner"):
+        with connect(server) as opened:
+            opened.use_helper(path)
+            assert opened.run(["echo", "ok"], timeout=10).stdout == "ok\n"
+            assert opened.runner_kind() == "sh"
 
 
 def test_stdout_stderr_and_exit_status_come_back_apart(session: GuestSession) -> None:
@@ -80,9 +101,19 @@ def test_a_signal_death_is_reported_as_one(session: GuestSession) -> None:
     assert killed.value.returncode == -1
 
 
+def test_a_timeout_kills_what_the_command_started_too(session: GuestSession) -> None:
+    with pytest.raises(CommandError) as hung:
+        session.run(["sh", "-c", "sleep 37.7 & sleep 37.6 & wait"], timeout=1)
+    assert hung.value.timed_out
+    left = session.run(["sh", "-c", "ps -eo args | grep -c '^sleep 37.[67]$' || true"],
+                       timeout=10)
+    assert left.stdout.strip() == "0"
+
+
 def test_a_command_that_kills_the_runner_costs_only_itself(session: GuestSession) -> None:
-    # the command's parent is `timeout`, whose parent is the runner
-    killer = "kill -9 $(cut -d' ' -f4 /proc/$PPID/stat)"
+    # orch-runner is the command's parent; the shell loop is the parent of its `timeout`
+    killer = ("kill -9 $PPID" if session.runner_kind() == "orch-runner"
+              else "kill -9 $(cut -d' ' -f4 /proc/$PPID/stat)")
     with pytest.raises(CommandError, match="killed by a signal"):
         session.run(["sh", "-c", killer], timeout=10)
     assert session.run(["echo", "again"], timeout=10).stdout == "again\n"
