@@ -54,6 +54,7 @@ def test_suite_with_native_and_a_guest_gives_one_table(
     facts = run.manifest["guests"]["tcg/mini"]
     assert facts["pti"] == "on" and facts["kernel_release"] == mini_image.kernel_release
     assert "orch.ssh_key" not in facts["kernel_cmdline"]
+    assert facts["runner"] == "orch-runner"  # the image's helper, not the shell loop
     assert list((run.path / "logs").glob("console-*.log"))
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.loopback_sshd import SERVERS, Server, available, loopback_sshd
-from orchestrator.errors import HarnessError
 from orchestrator import paths
+from orchestrator.errors import HarnessError
 from orchestrator.guests.guest import empty_trial_s
 from orchestrator.guests.runner import HELPER
 from orchestrator.guests.ssh import GuestSession

@@ -96,6 +96,7 @@ def test_imported_cloud_image_runs_a_suite(cloud_disk: Path, tmp_path: Path) -> 
     assert set(run.trials["accel"]) == {"tcg"}
     facts = run.manifest["guests"]["tcg/cloud"]
     assert facts["workloads_dir"].startswith("/var/tmp/orch-") and facts["cloud_init"]
+    assert facts["runner"] == "orch-runner"  # the shipped helper carries the trials
     # the host key SSH pinned is the one made for this guest, handed in by the seed
     assert facts["image"]["host_key_pub"].startswith("ssh-ed25519 ")
     assert facts["image"]["firmware"] == "uefi"

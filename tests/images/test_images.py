@@ -125,6 +125,7 @@ def test_debian_image_builds_and_boots(workloads: Path, tmp_path: Path) -> None:
     assert set(run.trials["kind"]) == {"fork-dirty", "stress-ng"}
     facts = run.manifest["guests"]["tcg/deb"]
     assert facts["pti"] == "off" and "root=/dev/vda" in facts["kernel_cmdline"]
+    assert facts["runner"] == "orch-runner"
     assert image.disk.stat().st_mtime_ns == base_stamp  # the run wrote to an overlay only
     assert not list((image.directory.parent / "overlays").glob("*.qcow2"))
     assert not [d for d in project_domains("qemu:///system") if "-deb-" in d]
