@@ -93,6 +93,9 @@ class GuestSession:
 
     def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> Completed:
         argv = [str(a) for a in argv]
+        if any("\0" in a for a in argv):  # execve could not take it either
+            raise CommandError(argv, None, reason="has an argument with a NUL byte",
+                               hint="remove the NUL from the suite's parameters")
         log.debug("+ ssh %s:%d %s", self.host, self.port, shlex.join(argv))
         start = time.monotonic()
         try:

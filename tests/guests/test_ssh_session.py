@@ -76,6 +76,12 @@ def test_arguments_arrive_as_given(session: GuestSession) -> None:
     assert done.stdout == "".join(f"[{a}]" for a in odd)
 
 
+def test_an_argument_with_a_nul_byte_is_refused_before_it_is_sent(session: GuestSession) -> None:
+    with pytest.raises(CommandError, match="NUL byte"):
+        session.run(["echo", "a\0b"], timeout=10)
+    assert session.run(["echo", "after"], timeout=10).stdout == "after\n"
+
+
 def test_stdin_is_at_end_of_file(session: GuestSession) -> None:
     assert session.run(["cat"], timeout=10).stdout == ""
 
