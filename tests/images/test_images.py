@@ -103,6 +103,19 @@ timeouts: {boot: 600s, trial: 120s}
 """
 
 
+def run_suite(text: str, tmp_path: Path) -> reader.RunTables:
+    """`orchestrate run` of the suite text as a user would type it; its run, every trial ok."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(suite),
+                           "--results-dir", str(tmp_path / "r")], capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr
+    run = reader.load(tmp_path / "r" / "latest")
+    assert set(run.trials["outcome"]) == {"ok"}
+    return run
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.needs_root
@@ -114,14 +127,7 @@ def test_debian_image_builds_and_boots(workloads: Path, tmp_path: Path) -> None:
         assert stat.S_IMODE(secret.stat().st_mode) & 0o007 == 0, secret
     base_stamp = image.disk.stat().st_mtime_ns
     subprocess.run(["bash", str(ROOT / "scripts/libvirtd-up")], check=True, timeout=120)
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE)
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(suite),
-                           "--results-dir", str(tmp_path / "r")], capture_output=True,
-                          text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr
-    run = reader.load(tmp_path / "r" / "latest")
-    assert set(run.trials["outcome"]) == {"ok"}
+    run = run_suite(SUITE, tmp_path)
     assert set(run.trials["kind"]) == {"fork-dirty", "stress-ng"}
     facts = run.manifest["guests"]["tcg/deb"]
     assert facts["pti"] == "off" and "root=/dev/vda" in facts["kernel_cmdline"]
@@ -139,15 +145,8 @@ def test_a_debian_guest_boots_the_kernel_its_suite_chose(workloads: Path, tmp_pa
     an initramfs made for that kernel: the rows say the chosen kernel's `uname -r`."""
     image = build_debian(None, workloads)
     base_stamp = image.disk.stat().st_mtime_ns if image.disk else 0
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE.replace("cmdline: \"pti=off\"}",
-                                   f"launcher: qemu, kernel: linux-image-{GENERIC}}}"))
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(suite),
-                           "--results-dir", str(tmp_path / "r")], capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr
-    run = reader.load(tmp_path / "r" / "latest")
-    assert set(run.trials["outcome"]) == {"ok"}
+    run = run_suite(SUITE.replace("cmdline: \"pti=off\"}",
+                                  f"launcher: qemu, kernel: linux-image-{GENERIC}}}"), tmp_path)
     assert set(run.trials["guest_kernel"]) == {GENERIC}
     assert run.manifest["kernels"]["deb"]["release"] == GENERIC
     assert image.disk is not None and image.disk.stat().st_mtime_ns == base_stamp
