@@ -10,8 +10,12 @@ What the detector sees is the log of each run's median less the run's *host fact
 over the other cells of the same run, of how far each lay from its own typical level. On a
 shared machine a neighbour's load moves every cell of a run together (the recorded A/A series,
 tests/fixtures/aa-native: 10-25 % swings, whole stretches of runs slower); a change in one
-cell is not moved by it. The price: a change that moves every cell by the same factor is taken
-for host load (a kernel or QEMU update, which is what usually does that, is a platform change).
+cell is not moved by it. The factor is scaled per series by how strongly that series follows
+it (`load_sensitivity`: the same load slows a fork more than an mprotect). The price: a change
+that moves every cell by the same factor is taken for host load (a kernel or QEMU update, which
+is what usually does that, is a platform change). What noise is left is per run, not per
+trial (cells run one after another for under a second each, and load comes in bursts): found at
+its run, a step needs about 2.5 times the series' run-to-run sd (docs/results.md).
 
 Otava (`apache-otava`, the successor of MongoDB's performance CI's detector) splits windows of
 `WINDOW` runs where the energy statistic peaks, keeps splits with p < 10 x `MAX_PVALUE`, then
