@@ -10,8 +10,12 @@ What the detector sees is the log of each run's median less the run's *host fact
 over the other cells of the same run, of how far each lay from its own typical level. On a
 shared machine a neighbour's load moves every cell of a run together (the recorded A/A series,
 tests/fixtures/aa-native: 10-25 % swings, whole stretches of runs slower); a change in one
-cell is not moved by it. The price: a change that moves every cell by the same factor is taken
-for host load (a kernel or QEMU update, which is what usually does that, is a platform change).
+cell is not moved by it. The factor is scaled per series by how strongly that series follows
+it (`load_sensitivity`: the same load slows a fork more than an mprotect). The price: a change
+that moves every cell by the same factor is taken for host load (a kernel or QEMU update, which
+is what usually does that, is a platform change). What noise is left is per run, not per
+trial (cells run one after another for under a second each, and load comes in bursts): found at
+its run, a step needs about 2.5 times the series' run-to-run sd (docs/results.md).
 
 Otava (`apache-otava`, the successor of MongoDB's performance CI's detector) splits windows of
 `WINDOW` runs where the energy statistic peaks, keeps splits with p < 10 x `MAX_PVALUE`, then
@@ -42,6 +46,8 @@ MAX_PVALUE = 0.001
 MIN_MAGNITUDE = 0.05
 CONFIRM_RUNS = 3
 MIN_OTHER_CELLS = 2  # fewer other cells in a run: no host factor (the raw log median is used)
+MIN_FIT_RUNS = 10  # fewer runs in a series: its load sensitivity is taken as 1
+MAX_SENSITIVITY = 3.0
 
 
 @dataclass(frozen=True)
@@ -164,20 +170,40 @@ def _params(row: dict[Hashable, Any], names: list[str]) -> dict[str, Any]:
 
 
 def host_adjusted(values: pd.DataFrame) -> pd.Series:
-    """Each row's log median less its run's host factor (leave its own cell out)."""
+    """Each row's log median less its run's host factor (leave its own cell out), scaled by
+    how strongly its series follows that factor (`load_sensitivity`)."""
     out = pd.Series(np.nan, index=values.index)
     for _, rows in values.groupby(["host", "platform"]):
         logs = np.log(rows["median"].where(rows["median"] > 0))
-        typical = logs.groupby([rows["cell_id"], rows["metric"]]).transform("median")
-        shift = logs - typical
+        shift = logs - logs.groupby([rows["cell_id"], rows["metric"]]).transform("median")
         for cell in rows["cell_id"].unique():
             mine = rows["cell_id"] == cell
-            others = shift[~mine].groupby(rows.loc[~mine, "run_id"])
-            factor = others.median().where(
-                rows.loc[~mine].groupby("run_id")["cell_id"].nunique() >= MIN_OTHER_CELLS)
-            own_factor = rows.loc[mine, "run_id"].map(factor).fillna(0.0)
-            out[rows.index[mine]] = logs[mine] - own_factor
+            factor = rows.loc[mine, "run_id"].map(_run_factor(rows[~mine], shift[~mine]))
+            factor = factor.fillna(0.0)
+            for index in rows[mine].groupby("metric").groups.values():
+                scale = load_sensitivity(shift[index], factor[index])
+                out[index] = logs[index] - scale * factor[index]
     return out
+
+
+def _run_factor(others: pd.DataFrame, shift: pd.Series) -> pd.Series:
+    """Per run: the median shift of the other cells (none with too few of them)."""
+    enough = others.groupby("run_id")["cell_id"].nunique() >= MIN_OTHER_CELLS
+    return shift.groupby(others["run_id"]).median().where(enough)
+
+
+def load_sensitivity(shift: pd.Series, factor: pd.Series) -> float:
+    """How far a series moves with its host factor: the least-squares slope of its log shifts
+    on the factor, over its runs (recorded A/A: 0.35-0.7 for mprotect, 1.0-1.8 for fork
+    times, which the same load slows more). Fewer than `MIN_FIT_RUNS` runs, or no load
+    at all: 1. Fitted on the whole series, a step in this cell alone does not tilt it: the
+    factor comes from the other cells, where the step is not."""
+    y, f = shift.to_numpy(float), factor.to_numpy(float)
+    ok = np.isfinite(y) & np.isfinite(f)
+    y, f = y[ok], f[ok]
+    if len(y) < MIN_FIT_RUNS or not np.any(f):
+        return 1.0
+    return float(np.clip(y @ f / (f @ f), 0.0, MAX_SENSITIVITY))
 
 
 def detect(series: Sequence[float], min_magnitude: float = MIN_MAGNITUDE
