@@ -36,6 +36,8 @@ from orchestrator.analysis.stats import measured
 from orchestrator.store import reader
 
 RECORDED = Path(__file__).parent.parent / "tests" / "fixtures" / "aa-native"
+# the same suite with `order: interleaved`, 30 runs recorded back to back in stop 26
+INTERLEAVED = RECORDED.with_name("aa-native-interleaved")
 STEPS = (1.05, 1.10, 1.20, 1.30)
 AT = (10, 15, 20)  # planted from these runs on (0-based) in the 30-run series
 Key = tuple[str, str]  # (cell, metric)
