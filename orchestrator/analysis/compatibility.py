@@ -38,9 +38,10 @@ _MANIFEST_FACTS: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
 ]
 KEYS = ("accel", "paging", *dict.fromkeys(key for key, _, _ in _MANIFEST_FACTS), "guest-kernel",
         "guest")
-# per guest: what makes two boots of "the same guest" the same machine
+# per guest: what makes two boots of "the same guest" the same machine; `runner` too: the
+# harness's own processes per trial moved shadow paging's fork costs 2-2.5x (issue #21's note)
 _GUEST_FACTS = ("accel", "launcher", "kernel_release", "kernel_cmdline", "meminfo_total",
-                "pti")
+                "pti", "runner")
 # what a guest's kernel is: a difference in these is `guest-kernel`, not `guest`; kernel_id (a
 # hash of the image: two builds of one release) only where both runs recorded it
 _KERNEL_FACTS = ("kernel_release", "kernel_id")

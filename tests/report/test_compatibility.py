@@ -44,3 +44,13 @@ def test_guest_kernel_and_configuration_are_named() -> None:
     assert [(d.key, d.text) for d in found] == [
         ("guest", "guest tdp/small image: abc vs def"),
         ("guest-kernel", "guest tdp/small kernel_release: 6.1.0 vs 6.12.0")]
+
+
+def test_another_guest_runner_is_named() -> None:
+    """The harness's processes per trial are part of the measured machine: in the nested lab
+    shadow paging's fork times at 2-16 PTEs per table halved with orch-runner."""
+    found = differences({"guests": {"shadow/small": {**GUEST, "runner": "sh"}}},
+                        {"guests": {"shadow/small": {**GUEST, "runner": "orch-runner"}}},
+                        trials([]), trials([]))
+    assert [(d.key, d.text) for d in found] == [
+        ("guest", "guest shadow/small runner: sh vs orch-runner")]
