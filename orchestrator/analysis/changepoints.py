@@ -112,12 +112,19 @@ class PlatformChange:
 
 
 def platform(manifest: dict[str, Any], accel: str) -> str:
-    """What must not change inside a series: the host kernel, QEMU, the accelerator."""
+    """What must not change inside a series: the host kernel, QEMU, the accelerator, and what
+    carried the guests' trials (the shell loop's processes per trial moved shadow paging's
+    fork costs 2-2.5x in the nested lab: a harness change, not the system's)."""
     host, tools = manifest.get("host"), manifest.get("tools")
     host = host if isinstance(host, dict) else {}
     tools = tools if isinstance(tools, dict) else {}
     qemu = str(tools.get("qemu", "")).splitlines()[0] if tools.get("qemu") else "-"
-    return f"kernel {host.get('kernel_release', '?')}, QEMU {qemu}, accel {accel}"
+    said = f"kernel {host.get('kernel_release', '?')}, QEMU {qemu}, accel {accel}"
+    guests = manifest.get("guests")
+    if not isinstance(guests, dict) or not guests:
+        return said  # native only: no runner
+    runners = sorted({str(f.get("runner") or "-") for f in guests.values() if isinstance(f, dict)})
+    return f"{said}, runner {'/'.join(runners)}"
 
 
 def run_values(runs: Sequence[reader.RunTables]) -> pd.DataFrame:

@@ -19,11 +19,12 @@ STEP_AT = 12
 
 
 def nights(root: Path, factors: list[float], *, host: str = "lab1", start: int = 0,
-           kernel: str = "6.1") -> list[Path]:
+           kernel: str = "6.1", runner: str | None = None) -> list[Path]:
+    guests = {"guests": {"tdp/small": {"runner": runner}}} if runner else {}
     return [make_run(root, f"n{start + i:02d}", noisy(100 + start + i, sigma=0.03,
                                                        slow_cell="c-large", factor=f),
                      trials=8, started=1e9 + (start + i) * 86400,
-                     manifest={"host": {"hostname": host, "kernel_release": kernel}})
+                     manifest={"host": {"hostname": host, "kernel_release": kernel}, **guests})
             for i, f in enumerate(factors)]
 
 
@@ -73,6 +74,18 @@ def test_hosts_are_never_mixed_and_a_kernel_update_cuts_the_series(tmp_path: Pat
     [pc] = found.platform_changes
     assert (pc.host, pc.last_before[:3], pc.at_run[:3]) == ("lab1", "n09", "n20")
     assert "kernel 6.1" in pc.before and "kernel 6.8" in pc.after
+
+
+def test_another_runner_in_the_guests_cuts_the_series(tmp_path: Path) -> None:
+    """What carried the trials is part of the measured machine (shadow paging's fork moved
+    2-2.5x with the harness's processes per trial): a change of it is a platform change."""
+    nights(tmp_path, [1.0] * 10, runner="sh")
+    nights(tmp_path, [0.5] * 10, start=10, runner="orch-runner")
+    found = history(tmp_path, "nightly")
+    assert found.change_points == []
+    [pc] = found.platform_changes
+    assert (pc.last_before[:3], pc.at_run[:3]) == ("n09", "n10")
+    assert pc.before.endswith("runner sh") and pc.after.endswith("runner orch-runner")
 
 
 def test_triage_is_a_file_in_the_results_root_honoured_by_history(tmp_path: Path) -> None:
