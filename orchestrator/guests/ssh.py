@@ -142,9 +142,8 @@ class GuestSession:
         guest's `timeout`); starts the runner if no command has yet."""
         with self._runner_lock:
             transport = self._client.get_transport()
-            if self._runner is None and transport is not None:
-                self._runner = Runner(transport, GRACE_S, self._helper)
-            return "orch-runner" if self._runner and self._runner.protocol == ARGV else "sh"
+            runner = self._started_runner(transport, GRACE_S) if transport else None
+            return "orch-runner" if runner and runner.protocol == ARGV else "sh"
 
     def _exec(self, argv: Sequence[str], timeout: float) -> tuple[str, str, int]:
         transport = self._client.get_transport()
@@ -163,10 +162,9 @@ class GuestSession:
         ended is dropped (the next command starts a fresh one); a runner that ended under a
         live connection was killed with its command (e.g. by a `kill 0`): a signal death."""
         deadline_s = timeout + GRACE_S
-        if self._runner is None:
-            self._runner = Runner(transport, deadline_s, self._helper)
+        runner = self._started_runner(transport, deadline_s)
         try:
-            out, err, status = self._runner.call(argv, timeout, time.monotonic() + deadline_s)
+            out, err, status = runner.call(argv, timeout, time.monotonic() + deadline_s)
         except EOFError:
             self._drop_runner()
             if not transport.is_active():
@@ -176,6 +174,12 @@ class GuestSession:
             self._drop_runner()
             raise
         return out.decode(errors="replace"), err.decode(errors="replace"), status
+
+    def _started_runner(self, transport: paramiko.Transport, deadline_s: float) -> Runner:
+        """The session's runner, started now if it has none (caller holds the runner lock)."""
+        if self._runner is None:
+            self._runner = Runner(transport, deadline_s, self._helper)
+        return self._runner
 
     def _drop_runner(self) -> None:
         if self._runner is not None:

@@ -135,7 +135,8 @@ class LabHostBackend:
                 raise cloud_boot.diagnose(exc, spec.console_log) from None
             boot_s = round(time.monotonic() - started, 2)
             bin_dir, shipped = self._ship(image, session, boot)
-            session.use_helper(f"{bin_dir}/{HELPER}")
+            helper = f"{bin_dir}/{HELPER}"  # the image's, or the copy shipped with the workloads
+            session.use_helper(helper)
             facts = {**guest_facts(session), "image": image.to_dict(), "accel": state.accel,
                      "paging_mode": state.verified, "domain": spec.name, "launcher": launcher,
                      "dirty_ring": spec.dirty_ring, "boot_to_ssh_s": boot_s,
@@ -146,7 +147,7 @@ class LabHostBackend:
                 again = wait_for_ssh("127.0.0.1", port, user=image.login_user, key=key,
                                      host_key=image.host_key_pub, deadline_s=boot,
                                      alive=domain.is_alive, console=domain.console_tail)
-                again.use_helper(f"{bin_dir}/{HELPER}")
+                again.use_helper(helper)
                 return again
 
             target = GuestTarget(name, state.verified, state.accel, session, domain,
