@@ -9,18 +9,23 @@ searched on their own; the cut is itself reported as a platform change.
 What the detector sees is the log of each run's median less the run's *host factor*: the median,
 over the other cells of the same run, of how far each lay from its own typical level. On a
 shared machine a neighbour's load moves every cell of a run together (the recorded A/A series,
-tests/fixtures/aa-native: 10-25 % swings, whole stretches of runs slower); a change in one
+tests/fixtures/aa-native*: 10-25 % swings, whole stretches of runs slower); a change in one
 cell is not moved by it. The factor is scaled per series by how strongly that series follows
 it (`load_sensitivity`: the same load slows a fork more than an mprotect). The price: a change
 that moves every cell by the same factor is taken for host load (a kernel or QEMU update, which
-is what usually does that, is a platform change). What noise is left is per run, not per
-trial (cells run one after another for under a second each, and load comes in bursts): found at
-its run, a step needs about 2.5 times the series' run-to-run sd (docs/results.md).
+is what usually does that, is a platform change). Found at its run, a step needs about 2.5
+times the series' run-to-run sd left after the factor: on the wide A/A recording (6 cells
+interleaved, 30 trials a cell) 10 % is that on the mprotect series, 20 % on most fork ones
+(docs/results.md).
+
+A change point's `ratio` is the step net of the host factor; its `before` and `after` are the
+run medians as measured. When those moved the other way (the machine's own speed moved the
+cell more than its sensitivity says), the change point is `contradicted`: shown, not paged.
 
 Otava (`apache-otava`, the successor of MongoDB's performance CI's detector) splits windows of
 `WINDOW` runs where the energy statistic peaks, keeps splits with p < 10 x `MAX_PVALUE`, then
 merges away the weakest until each remaining one has p < `MAX_PVALUE` and a relative change
-above `MIN_MAGNITUDE`.
+of the means above `MIN_MAGNITUDE`; `detect_robust` then asks the same of the medians.
 Deterministic: the same runs always give the same change points.
 
 A change point is *confirmed* once `CONFIRM_RUNS` runs lie after it (in its segment): before
@@ -36,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from orchestrator.analysis.intervals import median_interval, ratio_interval
 from orchestrator.analysis.stats import higher_is_worse, measured, shown
@@ -59,17 +65,26 @@ class ChangePoint:
     params: dict[str, Any]
     last_before: str  # the run before the change
     at_run: str  # the first run after it
-    before: float  # median of the segment's run medians before
+    before: float  # median of the segment's run medians before, as measured
     after: float  # and after (up to the next change point)
-    ratio_low: float
+    ratio_low: float  # the 95 % interval of `ratio`
     ratio_high: float
     pvalue: float
     runs_after: int
     status: str = "open"  # "acknowledged" or "invalid" once triaged (analysis/triage.py)
     triage: dict[str, Any] = field(default_factory=dict)
+    change: float = float("nan")  # the step net of the host's load (see `ratio`)
 
     @property
     def ratio(self) -> float:
+        """The step the detector found: after / before of the host-adjusted run medians,
+        what `regression` and the alert go by. It differs from `measured_ratio` when the
+        machine's speed moved every cell at once: the interleaved A/A recording sped up by a
+        fifth at its 11th run, and a +10 % step planted after it showed as x0.87 measured."""
+        return self.change if np.isfinite(self.change) else self.measured_ratio
+
+    @property
+    def measured_ratio(self) -> float:
         return self.after / self.before if self.before else float("nan")
 
     @property
@@ -88,15 +103,28 @@ class ChangePoint:
         return worse is not None and (self.ratio > 1) == worse
 
     @property
+    def contradicted(self) -> bool:
+        """The run medians as measured moved the other way, by more than `MIN_MAGNITUDE`:
+        the machine's own speed moved this cell more than the host factor's scale says, and
+        which way the cell itself went is not known. Shown, never paged: the interleaved A/A
+        recording's 1280-page fork fell to x0.61 measured when the machine sped up (its other
+        cells x0.56-0.86), which its scale of 3 made a +19 % step net of the load."""
+        moved = abs(self.measured_ratio - 1) >= MIN_MAGNITUDE
+        return moved and (self.measured_ratio > 1) != (self.ratio > 1)
+
+    @property
     def alerts(self) -> bool:
-        return self.regression and self.confirmed and self.status == "open"
+        return (self.regression and self.confirmed and self.status == "open"
+                and not self.contradicted)
 
     def as_json(self) -> dict[str, Any]:
         return {"key": self.key, "host": self.host, "cell_id": self.cell_id,
                 "metric": self.metric, "unit": self.unit, "params": self.params,
                 "last_before": self.last_before, "at_run": self.at_run,
                 "before": self.before, "after": self.after, "ratio": self.ratio,
-                "ratio_interval": [self.ratio_low, self.ratio_high], "pvalue": self.pvalue,
+                "ratio_interval": [self.ratio_low, self.ratio_high],
+                "measured_ratio": self.measured_ratio, "contradicted": self.contradicted,
+                "pvalue": self.pvalue,
                 "runs_after": self.runs_after, "confirmed": self.confirmed,
                 "regression": self.regression, "status": self.status, "triage": self.triage,
                 "alert": self.alerts}
@@ -200,17 +228,30 @@ def _run_factor(others: pd.DataFrame, shift: pd.Series) -> pd.Series:
 
 
 def load_sensitivity(shift: pd.Series, factor: pd.Series) -> float:
-    """How far a series moves with its host factor: the least-squares slope of its log shifts
-    on the factor, over its runs (recorded A/A: 0.35-0.7 for mprotect, 1.0-1.8 for fork
-    times, which the same load slows more). Fewer than `MIN_FIT_RUNS` runs, or no load
-    at all: 1. Fitted on the whole series, a step in this cell alone does not tilt it: the
-    factor comes from the other cells, where the step is not."""
+    """How far a series moves with its host factor: the larger of two least-squares slopes of
+    its log shifts on the factor over its runs, one fitted on the levels and one on the
+    run-to-run differences (recorded A/A: 0.4-1.1 for mprotect, 1-3 for fork times, which the
+    same load slows more). Fewer than `MIN_FIT_RUNS` runs, or no load at all: 1.
+
+    Why two fits: a step in this cell where the load has a trend tilts the levels' slope (a
+    +10 % step from the run after a loaded stretch pulled an mprotect series' slope from 0.6
+    to near 0, which left the load in and hid the step), while in the differences a step is
+    one point among 29; but a load that builds up over several runs hardly shows in the
+    differences, and the levels catch it. The larger of the two leaves less load behind; the
+    price is that a step arriving together with a rise in load is partly taken for load.
+    The factor itself comes from the other cells, where this cell's step is not."""
     y, f = shift.to_numpy(float), factor.to_numpy(float)
     ok = np.isfinite(y) & np.isfinite(f)
     y, f = y[ok], f[ok]
     if len(y) < MIN_FIT_RUNS or not np.any(f):
         return 1.0
-    return float(np.clip(y @ f / (f @ f), 0.0, MAX_SENSITIVITY))
+    slopes = [_slope(y, f), _slope(np.diff(y), np.diff(f))]
+    return float(np.clip(max(slopes), 0.0, MAX_SENSITIVITY))
+
+
+def _slope(y: NDArray[np.float64], f: NDArray[np.float64]) -> float:
+    """The least-squares slope of y on f through the origin (0 when f never moves)."""
+    return float(y @ f / (f @ f)) if np.any(f) else 0.0
 
 
 def detect(series: Sequence[float], min_magnitude: float = MIN_MAGNITUDE
@@ -221,6 +262,25 @@ def detect(series: Sequence[float], min_magnitude: float = MIN_MAGNITUDE
     found, _ = compute_change_points(list(series), window_len=WINDOW,
                                      max_pvalue=MAX_PVALUE, min_magnitude=min_magnitude)
     return [(int(cp.index), float(cp.stats.pvalue)) for cp in found]
+
+
+def detect_robust(adjusted: NDArray[np.float64], min_magnitude: float = MIN_MAGNITUDE
+                  ) -> list[tuple[int, float]]:
+    """detect() on a series' host-adjusted logs, keeping the change points whose step is at
+    least `min_magnitude` between the medians of the runs on either side (up to the
+    neighbouring change points), not only between their means, as Otava checks: one run or two
+    far off must not carry a change. On the wide A/A recording a planted step elsewhere gave an
+    mprotect series a +5.1 % change of the mean at p 0.0009 from its first six runs, two of
+    them loaded; their median moved 1.8 %."""
+    hits = detect([float(x) for x in np.exp(adjusted)], min_magnitude)
+    bounds = [0, *(i for i, _ in hits), len(adjusted)]
+    kept = []
+    for n, (index, p) in enumerate(hits):
+        before = np.median(adjusted[bounds[n]:index])
+        after = np.median(adjusted[index:bounds[n + 2]])
+        if abs(float(np.exp(after - before)) - 1) >= min_magnitude:
+            kept.append((index, p))
+    return kept
 
 
 def change_points(runs: Sequence[reader.RunTables], min_magnitude: float = MIN_MAGNITUDE
@@ -250,19 +310,22 @@ def _order(values: pd.DataFrame, run_id: str) -> int:
 def _series_points(rows: pd.DataFrame, min_magnitude: float) -> list[ChangePoint]:
     if len(rows) < 2 * 2:
         return []
-    hits = detect(np.exp(rows["adjusted"].to_numpy(float)).tolist(), min_magnitude)
-    bounds = [0, *(i for i, _ in hits), len(rows)]
     medians, run_ids = rows["median"].to_numpy(float), list(rows["run_id"])
+    adjusted = rows["adjusted"].to_numpy(float)
+    hits = detect_robust(adjusted, min_magnitude)
+    bounds = [0, *(i for i, _ in hits), len(rows)]
     first = rows.iloc[0]
     points = []
     for n, (index, p) in enumerate(hits):
-        before, after = medians[bounds[n]:index], medians[index:bounds[n + 2]]
-        interval = ratio_interval(after, before)
+        before, after = slice(bounds[n], index), slice(index, bounds[n + 2])
+        net_before, net_after = np.exp(adjusted[before]), np.exp(adjusted[after])
+        interval = ratio_interval(net_after, net_before)
         points.append(ChangePoint(
             str(first["host"]), str(first["cell_id"]), str(first["metric"]), str(first["unit"]),
             json.loads(first["params"]), run_ids[index - 1], run_ids[index],
-            float(np.median(before)), float(np.median(after)), interval.low, interval.high,
-            p, len(rows) - index))
+            float(np.median(medians[before])), float(np.median(medians[after])),
+            interval.low, interval.high, p, len(rows) - index,
+            change=float(np.median(net_after) / np.median(net_before))))
     return points
 
 

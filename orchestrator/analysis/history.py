@@ -136,9 +136,12 @@ def describe(cp: ChangePoint) -> str:
     kind = "regression" if cp.regression else "improvement"
     state = "confirmed" if cp.confirmed else \
         f"unconfirmed: {cp.runs_after} of {changepoints.CONFIRM_RUNS} runs after"
+    if cp.contradicted:
+        state += ", the run medians moved the other way: no alert"
     return (f"{cp.last_before} -> {cp.at_run} [{cp.host}] {cell}: {cp.metric} "
-            f"{cp.before:.4g} -> {cp.after:.4g} {cp.unit} (x{cp.ratio:.3f}, 95% "
-            f"[{cp.ratio_low:.3f}, {cp.ratio_high:.3f}], p={cp.pvalue:.2g}) {kind}, {state}, "
+            f"{cp.before:.4g} -> {cp.after:.4g} {cp.unit} measured, x{cp.ratio:.3f} net of "
+            f"the host's load (95% [{cp.ratio_low:.3f}, {cp.ratio_high:.3f}], "
+            f"p={cp.pvalue:.2g}) {kind}, {state}, "
             f"{cp.status}  key {cp.key}")
 
 

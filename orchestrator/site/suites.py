@@ -49,7 +49,7 @@ class Suite:
         return [r for r in self.runs if r["host"] == host]
 
     def open_regressions(self, host: str | None = None) -> list[ChangePoint]:
-        return [c for c in self.points if c.regression and c.status == "open"
+        return [c for c in self.points if c.regression and c.status == "open" and not c.contradicted
                 and (host is None or c.host == host)]
 
 
@@ -108,7 +108,8 @@ def _point(data: dict[str, Any]) -> ChangePoint:
     return ChangePoint(data["host"], data["cell_id"], data["metric"], data["unit"],
                        data["params"], data["last_before"], data["at_run"],
                        _num(data["before"]), _num(data["after"]), _num(low), _num(high),
-                       _num(data["pvalue"]), int(data["runs_after"]))
+                       _num(data["pvalue"]), int(data["runs_after"]),
+                       change=_num(data.get("ratio")))
 
 
 def _num(value: Any) -> float:
