@@ -54,6 +54,8 @@ CONFIRM_RUNS = 3
 MIN_OTHER_CELLS = 2  # fewer other cells in a run: no host factor (the raw log median is used)
 MIN_FIT_RUNS = 10  # fewer runs in a series: its load sensitivity is taken as 1
 MAX_SENSITIVITY = 3.0
+# bumped when the same runs may give other change points: caches of them (the site's) are redone
+DETECTOR_VERSION = 2
 
 
 @dataclass(frozen=True)

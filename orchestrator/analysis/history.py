@@ -3,24 +3,27 @@
 Change points come from analysis/changepoints.py (Apache Otava's E-Divisive with a t-test over
 each (host, cell, metric) series of run medians, calibrated on the recorded A/A series): not a
 threshold between two runs. Each has its run range (the last run before it, the first after),
-its magnitude (the ratio of the medians of the run medians after/before, with a bootstrap
-interval), its p-value, how many runs confirm it, and its triage status (analysis/triage.py).
+its magnitude (the ratio of the medians of the host-adjusted run medians after/before, with a
+bootstrap interval; the measured medians before and after beside it), its p-value, how many
+runs confirm it, and its triage status (analysis/triage.py).
 A platform change (the host's kernel, QEMU or accelerator) cuts a series and is listed too.
 
 `--json` prints one JSON object on stdout, a stable shape (keys may be added, never removed;
-NaN is null):
+NaN is null; /3: "ratio" is net of the host's load, "measured_ratio" is what /2 called "ratio"):
 
-    {"schema": "orchestrate.history/2", "suite", "results_dir", "metric", "threshold",
+    {"schema": "orchestrate.history/3", "suite", "results_dir", "metric", "threshold",
      "runs": [{"run_id", "path", "host", "status", "started_at", "unreadable_lines"}],
      "change_points": [ChangePoint.as_json(): {"key", "host", "cell_id", "metric", "unit",
                        "params", "last_before", "at_run", "before", "after", "ratio",
-                       "ratio_interval", "pvalue", "runs_after", "confirmed", "regression",
-                       "status", "triage", "alert"}],  (newest first)
+                       "ratio_interval", "measured_ratio", "contradicted", "pvalue",
+                       "runs_after", "confirmed", "regression", "status", "triage",
+                       "alert"}],  (newest first)
      "platform_changes": [{"host", "last_before", "at_run", "before", "after"}],
      "alerts": N}
 
 An alert is a confirmed change point the worse way for its unit (a time up, a rate down)
-that nobody has acknowledged or marked invalid; the exit code is then 4.
+that nobody has acknowledged or marked invalid and that the measured medians do not contradict
+(moved the other way by more than 5 %); the exit code is then 4.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from orchestrator.analysis.summary import print_json
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.store import reader
 
-SCHEMA = "orchestrate.history/2"
+SCHEMA = "orchestrate.history/3"
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def suites(facts: list[dict[str, Any]], state: State, decisions: dict[str, dict[
         runs.sort(key=lambda r: (str(r["started"] or ""), r["run_id"]))
         made.append(Suite(name, runs, _values(runs), env_changes=env_changes(runs)))
     keys = {s.name: digest([[r["run_id"], state.runs.get(r["path"], {}).get("fp")]
-                            for r in s.runs] + [min_magnitude]) for s in made}
+                            for r in s.runs]
+                           + [min_magnitude, changepoints.DETECTOR_VERSION]) for s in made}
     stale = [s for s in made if state.detections.get(s.name, {}).get("digest") != keys[s.name]]
     for suite, found in zip(stale, _detect(stale, min_magnitude, jobs), strict=True):
         state.detections[suite.name] = {"digest": keys[suite.name],

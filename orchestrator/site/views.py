@@ -23,7 +23,7 @@ from orchestrator.site import pages, svg
 from orchestrator.site.state import Writer
 from orchestrator.site.suites import STATUSES, Suite, cell_name, headline, latest_night, status
 
-SCHEMA = "orchestrate.site/1"
+SCHEMA = "orchestrate.site/2"
 
 
 def safe(name: str) -> str:

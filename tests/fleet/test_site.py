@@ -13,9 +13,13 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from orchestrator.analysis import changepoints
+from orchestrator.analysis.changepoints import ChangePoint
+from orchestrator.site import suites
 from orchestrator.site.build import build
 from orchestrator.site.views import SCHEMA
 from tests.fleet.conftest import QUICK_SUITE, write_suite
@@ -109,6 +113,28 @@ def test_a_rebuild_rewrites_only_what_a_new_night_changed(tmp_path: Path) -> Non
     untouched = [w for w in written if "lab2" in w or "other" in w]
     assert untouched == [], "pages of another host or suite were rewritten"
     assert broken_links(site) == []
+
+
+def test_a_new_detector_redoes_the_change_points_the_site_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site keeps each suite's change points until its runs change; a detector that may
+    find others on the same runs (DETECTOR_VERSION) makes it find them again."""
+    root = fleet(tmp_path / "results")
+    site = tmp_path / "site"
+    build(root, site)
+    detected: list[list[str]] = []
+    real = suites._detect
+
+    def counting(stale: list[suites.Suite], *rest: Any) -> list[list[ChangePoint]]:
+        detected.append([s.name for s in stale])
+        return real(stale, *rest)
+
+    monkeypatch.setattr(suites, "_detect", counting)
+    build(root, site)
+    monkeypatch.setattr(changepoints, "DETECTOR_VERSION", changepoints.DETECTOR_VERSION + 1)
+    build(root, site)
+    assert detected == [[], ["nightly", "other"]]
+    planted_step_is_shown(site)
 
 
 def test_a_damaged_run_is_listed_and_hides_nothing(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def test_history_json_names_the_runs_and_warns_of_damaged_ones(tmp_path: Path) -
     done = orchestrate("history", "nightly", "--metric", "fork_us", "--json",
                        "--results-dir", str(tmp_path))
     data = json.loads(done.stdout)
-    assert data["schema"] == "orchestrate.history/2" and data["metric"] == "fork_us"
+    assert data["schema"] == "orchestrate.history/3" and data["metric"] == "fork_us"
     assert [r["path"] for r in data["runs"]] == [str(r.resolve()) for i, r in enumerate(runs)
                                                  if i != 2]
     assert str(runs[2] / rundir.MANIFEST) in done.stderr
