@@ -115,9 +115,26 @@ class ChangePoint:
         return moved and (self.measured_ratio > 1) != (self.ratio > 1)
 
     @property
+    def open_regression(self) -> bool:
+        """A regression nobody has triaged that the measured medians do not contradict: it
+        alerts once confirmed (the nightly reruns its cell until then)."""
+        return self.regression and self.status == "open" and not self.contradicted
+
+    @property
     def alerts(self) -> bool:
-        return (self.regression and self.confirmed and self.status == "open"
-                and not self.contradicted)
+        return self.open_regression and self.confirmed
+
+    def magnitude(self) -> str:
+        """How much, as `history` and the fleet site print it."""
+        return (f"{self.before:.4g} -> {self.after:.4g} {self.unit} measured, "
+                f"x{self.ratio:.3f} net of the host's load "
+                f"(95% [{self.ratio_low:.3f}, {self.ratio_high:.3f}], p={self.pvalue:.2g})")
+
+    def state(self, unconfirmed: str) -> str:
+        """`unconfirmed` (each page says it its way) or confirmed, and a contradiction."""
+        said = "confirmed" if self.confirmed else unconfirmed
+        return said + (", the run medians moved the other way: no alert"
+                       if self.contradicted else "")
 
     def as_json(self) -> dict[str, Any]:
         return {"key": self.key, "host": self.host, "cell_id": self.cell_id,

@@ -137,15 +137,9 @@ def describe(cp: ChangePoint) -> str:
     """One line: when, which cell (by its parameters), how much, how sure, its status."""
     cell = " ".join(f"{k}={v}" for k, v in cp.params.items() if v is not None)
     kind = "regression" if cp.regression else "improvement"
-    state = "confirmed" if cp.confirmed else \
-        f"unconfirmed: {cp.runs_after} of {changepoints.CONFIRM_RUNS} runs after"
-    if cp.contradicted:
-        state += ", the run medians moved the other way: no alert"
+    state = cp.state(f"unconfirmed: {cp.runs_after} of {changepoints.CONFIRM_RUNS} runs after")
     return (f"{cp.last_before} -> {cp.at_run} [{cp.host}] {cell}: {cp.metric} "
-            f"{cp.before:.4g} -> {cp.after:.4g} {cp.unit} measured, x{cp.ratio:.3f} net of "
-            f"the host's load (95% [{cp.ratio_low:.3f}, {cp.ratio_high:.3f}], "
-            f"p={cp.pvalue:.2g}) {kind}, {state}, "
-            f"{cp.status}  key {cp.key}")
+            f"{cp.magnitude()} {kind}, {state}, {cp.status}  key {cp.key}")
 
 
 def print_history(found: History) -> None:

@@ -35,7 +35,7 @@ def verdict(root: Path, suite_name: str, threshold: float, host: str) -> History
 def pending(found: History) -> list[ChangePoint]:
     """Open regressions that want more runs after them before they may alert."""
     return [c for c in found.change_points
-            if c.regression and c.status == "open" and not c.confirmed and not c.contradicted]
+            if c.open_regression and not c.confirmed]
 
 
 def reruns_needed(points: list[ChangePoint]) -> int:

@@ -49,8 +49,7 @@ class Suite:
         return [r for r in self.runs if r["host"] == host]
 
     def open_regressions(self, host: str | None = None) -> list[ChangePoint]:
-        return [c for c in self.points if c.regression and c.status == "open" and not c.contradicted
-                and (host is None or c.host == host)]
+        return [c for c in self.points if c.open_regression and (host is None or c.host == host)]
 
 
 def night(facts: dict[str, Any]) -> str:

@@ -53,14 +53,9 @@ def trend_path(suite: str, host: str, cell: str, metric: str) -> str:
 
 
 def step_text(cp: ChangePoint) -> str:
-    state = "confirmed" if cp.confirmed else f"unconfirmed ({cp.runs_after} runs after)"
-    if cp.contradicted:
-        state += ", the run medians moved the other way: no alert"
-    return (f"{cp.last_before} -> {cp.at_run}: {cp.before:.4g} -> {cp.after:.4g} {cp.unit} "
-            f"measured, x{cp.ratio:.3f} net of the host's load "
-            f"(95% [{cp.ratio_low:.3f}, {cp.ratio_high:.3f}], "
-            f"p={cp.pvalue:.2g}), {'regression' if cp.regression else 'improvement'}, "
-            f"{state}, {cp.status}")
+    state = cp.state(f"unconfirmed ({cp.runs_after} runs after)")
+    return (f"{cp.last_before} -> {cp.at_run}: {cp.magnitude()}, "
+            f"{'regression' if cp.regression else 'improvement'}, {state}, {cp.status}")
 
 
 def write_suite(w: Writer, suite: Suite) -> dict[str, Any]:
